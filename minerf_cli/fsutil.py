@@ -1,0 +1,65 @@
+"""Output paths: never overwrite without --force, write to a temporary name, rename into place."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import MinerfError, UsageError
+
+
+def check_output(path: Path, force: bool) -> None:
+    """Refuse an existing output unless --force; refuse a missing parent directory."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise UsageError(f"{path}: output exists (use --force to overwrite)")
+    if not path.parent.exists():
+        raise UsageError(f"{path}: directory {path.parent} does not exist")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place on success.
+
+    On any exception the temporary file is removed, so nothing half-written is left.
+    """
+    path = Path(path)
+    check_output(path, force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def require_file(path: Path, what: str = "input") -> Path:
+    """A readable, non-empty regular file, or a one-line error."""
+    path = Path(path)
+    if not path.exists():
+        raise MinerfError(f"{path}: {what} not found")
+    if not path.is_file():
+        raise MinerfError(f"{path}: {what} is not a file")
+    if path.stat().st_size == 0:
+        raise MinerfError(f"{path}: {what} is empty")
+    return path
