@@ -222,10 +222,14 @@ def add_node(path: Path, name: str, command: str, force: bool = False) -> Iterat
             raise
 
 
-def frames_dataset(f: h5py.File, n: int, size: int, compression_level: int = 1) -> h5py.Dataset:
-    """The /frames dataset: (n, size, size, 3) uint8, one gzip chunk per frame."""
+def frames_dataset(f: h5py.File, n: int, size: int, compression_level: int = 1, resizable: bool = False) -> h5py.Dataset:
+    """The /frames dataset: (n, size, size, 3) uint8, one gzip chunk per frame.
+
+    ``resizable`` allows growing/trimming it along N (for writers that learn N at the end).
+    """
     ds = f.create_dataset(
         "frames", shape=(n, size, size, 3), dtype="uint8", chunks=(1, size, size, 3),
+        maxshape=(None, size, size, 3) if resizable else None,
         compression="gzip", compression_opts=compression_level, shuffle=False,
     )
     return ds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,17 @@ from .errors import MinerfError
 from .fsutil import require_file
 
 AUDIO_RATE = 16000
+
+
+class _DropResizeNotice(logging.Filter):
+    """imageio-ffmpeg warns whenever the output size differs from the source's, which is
+    what read_frames(filters=crop/scale) asks for on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is different from the source frame size" not in record.getMessage()
+
+
+logging.getLogger("imageio_ffmpeg").addFilter(_DropResizeNotice())
 
 
 def ffmpeg_exe() -> str:

@@ -1,0 +1,73 @@
+"""Rotations, rigid transforms and pinhole projection (numpy and torch).
+
+Conventions: head space = ICT model space (cm, +y up, +z towards the viewer);
+camera = OpenCV (x right, y down, z forward); ``camera_from_head`` is a 4x4 rigid
+transform, x_cam = R x_head + t. A head looking straight at the camera has R = FLIP.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+FLIP = np.diag([1.0, -1.0, -1.0]).astype(np.float32)  # head space (y up, z to viewer) -> OpenCV
+
+
+def axis_angle_to_matrix(r: torch.Tensor) -> torch.Tensor:
+    """Rodrigues: (..., 3) axis-angle -> (..., 3, 3) rotation matrices (differentiable at 0)."""
+    theta2 = (r * r).sum(-1, keepdim=True)
+    theta = torch.sqrt(theta2 + 1e-12)
+    # sin(t)/t and (1-cos t)/t^2 with Taylor fallbacks near zero
+    small = theta2 < 1e-8
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta2 + 1e-12))
+    x, y, z = r.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*r.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=r.dtype, device=r.device).expand(k.shape)
+    return eye + a[..., None] * k + b[..., None] * (k @ k)
+
+
+def matrix_to_axis_angle(m: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) rotations -> (..., 3) axis-angle (numpy; via scipy)."""
+    from scipy.spatial.transform import Rotation
+
+    shape = m.shape[:-2]
+    return Rotation.from_matrix(m.reshape(-1, 3, 3)).as_rotvec().reshape(*shape, 3)
+
+
+def euler_pitch_yaw_roll(camera_from_head: np.ndarray) -> np.ndarray:
+    """Head rotation as (pitch, yaw, roll) radians, (..., 4, 4) -> (..., 3).
+
+    The rotation is expressed in a y-up, z-towards-camera frame (R_gl = FLIP @ R) and
+    decomposed as R_gl = Rz(roll) @ Ry(yaw) @ Rx(pitch), the convention of
+    Deep3DFaceRecon's ``angles`` (rotations about x, y, z), so the two can be compared.
+    """
+    from scipy.spatial.transform import Rotation
+
+    r = np.asarray(camera_from_head)[..., :3, :3]
+    shape = r.shape[:-2]
+    r_gl = FLIP @ r.reshape(-1, 3, 3)
+    # extrinsic x, then y, then z == R = Rz @ Ry @ Rx
+    ang = Rotation.from_matrix(r_gl).as_euler("xyz", degrees=False)
+    return ang.reshape(*shape, 3)
+
+
+def rigid(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) + (..., 3) -> (..., 4, 4) rigid transforms."""
+    shape = rotation.shape[:-2]
+    out = np.zeros((*shape, 4, 4), dtype=np.float32)
+    out[..., :3, :3] = rotation
+    out[..., :3, 3] = translation
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def project(points_cam: torch.Tensor, focal: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+    """Pinhole projection (..., P, 3) -> (..., P, 2) pixels; focal scalar, center (2,)."""
+    z = points_cam[..., 2:3].clamp_min(1e-6)
+    return points_cam[..., :2] / z * focal + center
+
+
+def intrinsics(focal: float, cx: float, cy: float) -> np.ndarray:
+    return np.array([[focal, 0, cx], [0, focal, cy], [0, 0, 1]], dtype=np.float32)

@@ -1,0 +1,122 @@
+"""Per-frame person and head masks, and the background plate of a clip.
+
+- person: selfie segmentation probability, upscaled to the frame and thresholded; the
+  head mask is added to it so that head is always a subset of person.
+- head: the convex hull of the face-mesh landmarks (which stops at mid-forehead), plus
+  the person pixels above the jaw line within a band around the face: the forehead and
+  the hair. Frames without landmarks get an empty head mask.
+- background: per-pixel median of sampled frames where the (dilated) person mask is off;
+  pixels the person covers in every sample are inpainted (cv2.inpaint, Telea).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .faces import JAW_LINE
+
+PERSON_THRESHOLD = 0.5
+# The band above the jaw line that may hold hair reaches this many face widths beyond
+# the face on either side.
+HAIR_SIDE_MARGIN = 0.4
+# JAW_LINE points skipped at each end: the line then runs from jaw angle to jaw angle
+# (landmarks 58 and 288), so the ears are part of the head.
+JAW_SIDE_SKIP = 3
+
+
+def person_mask(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """0/255 uint8 (height, width) mask from a segmentation probability map."""
+    if prob.shape != (height, width):
+        prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.where(prob > PERSON_THRESHOLD, np.uint8(255), np.uint8(0))
+
+
+def head_mask(points: np.ndarray | None, person: np.ndarray) -> np.ndarray:
+    """0/255 uint8 head mask from (478, 3) landmarks in pixels and the person mask.
+
+    Writes the head into ``person`` too (head is a subset of person).
+    """
+    h, w = person.shape
+    head = np.zeros((h, w), np.uint8)
+    if points is None:
+        return head
+    xy = np.round(points[:, :2]).astype(np.int32)
+    cv2.fillConvexPoly(head, cv2.convexHull(xy), 255)
+
+    jaw = xy[list(JAW_LINE)]
+    face_w = max(float(np.linalg.norm(jaw[-1] - jaw[0])), 1.0)
+    # Start the jaw line at the jaw angles (below the ear lobes), not at ear level.
+    jaw = jaw[JAW_SIDE_SKIP:len(jaw) - JAW_SIDE_SKIP]
+    left, right = jaw[0], jaw[-1]
+    pad = int(round(HAIR_SIDE_MARGIN * face_w))
+    top = min(0, int(xy[:, 1].min()) - h)  # far above the frame: the polygon's lid
+    xl, xr = int(min(left[0], right[0])) - pad, int(max(left[0], right[0])) + pad
+    # Above the jaw line: down the left side to ear level, along the jaw, up the right side.
+    region = np.concatenate([
+        [[xl, top], [xl, left[1]]], jaw, [[xr, right[1]], [xr, top]],
+    ]).astype(np.int32)
+    above = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(above, [region], 255)
+    np.bitwise_or(head, np.bitwise_and(above, person), out=head)
+    np.bitwise_or(person, head, out=person)
+    return head
+
+
+class BackgroundPlate:
+    """Collects sampled frames and person masks; ``plate()`` returns the median background."""
+
+    def __init__(self, max_samples: int = 40, dilate: float = 0.03, min_visible: float = 0.1):
+        self.max_samples = max_samples
+        self.dilate = dilate
+        self.min_visible = min_visible
+        self._frames: list[np.ndarray] = []
+        self._masks: list[np.ndarray] = []
+
+    def add(self, frame: np.ndarray, person: np.ndarray) -> None:
+        if len(self._frames) < self.max_samples:
+            self._frames.append(frame)
+            self._masks.append(person)
+
+    def plate(self) -> tuple[np.ndarray, float]:
+        """(H, W, 3) uint8 plate, and the fraction of pixels that had to be inpainted."""
+        if not self._frames:
+            raise ValueError("no frames were sampled for the background")
+        h, w = self._frames[0].shape[:2]
+        k = max(3, int(round(self.dilate * max(h, w))) | 1)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        stack = np.stack(self._frames).astype(np.uint16)  # (S, H, W, 3)
+        hidden = np.stack([cv2.dilate(m, kernel) > 0 for m in self._masks])  # (S, H, W)
+        stack[hidden] = 256  # sorts after every real value
+        stack.sort(axis=0)
+        count = (~hidden).sum(axis=0)  # visible samples per pixel
+        idx = np.maximum(count - 1, 0) // 2
+        plate = np.take_along_axis(stack, idx[None, :, :, None].repeat(3, axis=3), axis=0)[0]
+        # Pixels seen in too few samples are mostly segmentation misses next to the
+        # person: inpaint them rather than trust a median of one or two.
+        holes = count < max(1, int(np.ceil(self.min_visible * len(self._frames))))
+        plate[holes] = 0
+        plate = plate.astype(np.uint8)
+        hole_fraction = float(holes.mean())
+        if holes.any():
+            plate = _inpaint(plate, holes.astype(np.uint8) * 255)
+        return plate, hole_fraction
+
+
+def _inpaint(image: np.ndarray, holes: np.ndarray, work: int = 128) -> np.ndarray:
+    """Fill ``holes`` (0/255) by Telea inpainting at a low resolution (large holes are
+    smooth anyway, and full resolution is slow), keeping the known pixels as they are."""
+    h, w = holes.shape
+    scale = min(1.0, work / max(h, w))
+    if scale < 1.0:
+        sw, sh = max(int(round(w * scale)), 1), max(int(round(h * scale)), 1)
+        small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+        small_holes = cv2.resize(holes, (sw, sh), interpolation=cv2.INTER_NEAREST)
+        small_holes = cv2.dilate(small_holes, np.ones((3, 3), np.uint8))
+        filled = cv2.resize(cv2.inpaint(small, small_holes, 3, cv2.INPAINT_TELEA), (w, h),
+                            interpolation=cv2.INTER_LINEAR)
+    else:
+        filled = cv2.inpaint(image, holes, 3, cv2.INPAINT_TELEA)
+    out = image.copy()
+    out[holes > 0] = filled[holes > 0]
+    return out

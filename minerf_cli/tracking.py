@@ -1,0 +1,389 @@
+"""Fitting the ICT face model to mediapipe landmarks (``minerf fit3dmm``).
+
+Unknowns: one identity (I,) per clip, one pinhole focal per clip (principal point at
+the crop centre), per frame a camera-from-head rotation + translation and E blendshape
+weights in [0, 1]. Each mediapipe landmark corresponds to a fixed point on the ICT
+surface (a triangle and barycentric weights, built by rendering the ICT mesh and running
+the face mesh on it, see scripts/build_correspondence.py), so the model's landmarks are
+linear in identity and expression:
+
+    X_l(id, ex) = mean_l + id . ID_l + ex . EX_l          (L, 3) in head space
+
+and the data term is the pixel reprojection error, robustified (Huber) and weighted per
+landmark. Priors: ||id||^2, an L1 sparsity on the (non-negative) blendshapes, and
+temporal smoothness on the pose (second differences) and on the expression (first
+differences, much weaker on the mouth and jaw so speech motion is kept).
+Everything is vectorised over frames: after a per-frame PnP initialisation, batched
+Gauss-Newton steps solve each frame's pose + blendshapes (a box-constrained quadratic
+per frame, solved by projected Gauss-Seidel), alternating on a subset of frames with
+Gauss-Newton steps on the clip's identity and focal; then all frames are solved with
+the clip's identity and focal fixed, and pose and expression are smoothed in time.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from .facemodel import FaceModel, data_path, load_face_model
+from .geometry import FLIP, axis_angle_to_matrix, intrinsics, rigid
+
+
+@dataclass(frozen=True)
+class Correspondence:
+    """Mediapipe landmark -> ICT surface point."""
+
+    landmark: np.ndarray  # (L,) int32 mediapipe indices
+    tri_vertices: np.ndarray  # (L, 3) int32 ICT vertex indices
+    bary: np.ndarray  # (L, 3) float32 barycentric weights
+    weight: np.ndarray  # (L,) float32 data-term weight per landmark
+
+
+@functools.lru_cache(maxsize=1)
+def load_correspondence() -> Correspondence:
+    with data_path("mediapipe_ict_correspondence.npz").open("rb") as fh:
+        d = np.load(fh)
+        return Correspondence(
+            landmark=d["landmark"].astype(np.int64),
+            tri_vertices=d["tri_vertices"].astype(np.int64),
+            bary=d["bary"].astype(np.float32),
+            weight=d["weight"].astype(np.float32),
+        )
+
+
+def landmark_basis(model: FaceModel, corr: Correspondence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model restricted to the landmarks: mean (L,3), identity (I,L,3), expression (E,L,3)."""
+
+    def at(arr: np.ndarray) -> np.ndarray:  # (..., V, 3) -> (..., L, 3)
+        return (arr[..., corr.tri_vertices, :] * corr.bary[..., None]).sum(-2)
+
+    return at(model.neutral), at(model.identity_modes), at(model.expression_modes)
+
+
+
+@dataclass
+class FitConfig:
+    focal: float | None = None  # pixels of the crop; None = estimate
+    rounds: int = 5  # identity/focal rounds on the key frames
+    iterations: int = 3  # per-frame Gauss-Newton iterations on all frames
+    key_frames: int = 80
+    identity_reg: float = 0.05  # weight of ||id||^2 against the mean squared px error
+    expression_l1: float = 0.02  # L1 on the blendshapes (they are >= 0), same units
+    huber_px: float = 3.0
+    smooth_pose_s: float = 0.04  # Gaussian sigma (seconds) on pose
+    smooth_expression_s: float = 0.04  # on eye/brow/other blendshapes
+    smooth_mouth_s: float = 0.0  # on mouth/jaw blendshapes (0 = keep speech motion as tracked)
+    device: str = "cpu"
+
+
+@dataclass
+class FitResult:
+    intrinsics: np.ndarray  # (3,3)
+    camera_from_head: np.ndarray  # (N,4,4)
+    expression: np.ndarray  # (N,E)
+    identity: np.ndarray  # (I,)
+    fit_error: np.ndarray  # (N,) mean landmark reprojection error in px (NaN if invalid)
+    focal: float
+
+
+def _pnp(points3d: np.ndarray, points2d: np.ndarray, valid: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame PnP of fixed model points (L,3) on pixels (N,L,2) -> rvec, tvec (N,3), err (N,)."""
+    n = points2d.shape[0]
+    rvecs, tvecs, errs = np.zeros((n, 3)), np.zeros((n, 3)), np.full(n, np.inf)
+    obj = points3d.astype(np.float64)
+    last = None
+    for i in np.flatnonzero(valid):
+        img = points2d[i].astype(np.float64)
+        if last is None:
+            ok, rvec, tvec = cv2.solvePnP(obj, img, K, None, flags=cv2.SOLVEPNP_EPNP)
+            if ok:
+                ok, rvec, tvec = cv2.solvePnP(obj, img, K, None, rvec, tvec, True, flags=cv2.SOLVEPNP_ITERATIVE)
+        else:
+            rvec, tvec = last[0].copy(), last[1].copy()
+            ok, rvec, tvec = cv2.solvePnP(obj, img, K, None, rvec, tvec, True, flags=cv2.SOLVEPNP_ITERATIVE)
+        if not ok or tvec[2, 0] <= 0:
+            last = None
+            continue
+        last = (rvec, tvec)
+        proj, _ = cv2.projectPoints(obj, rvec, tvec, K, None)
+        errs[i] = np.linalg.norm(proj[:, 0] - img, axis=-1).mean()
+        rvecs[i], tvecs[i] = rvec[:, 0], tvec[:, 0]
+    return rvecs, tvecs, errs
+
+
+def _fill_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Linear interpolation over frames where ``valid`` is False (nearest at the ends)."""
+    idx = np.flatnonzero(valid)
+    out = values.copy()
+    if len(idx) == 0 or len(idx) == len(valid):
+        return out
+    flat = out.reshape(len(valid), -1)
+    for j in range(flat.shape[1]):
+        flat[:, j] = np.interp(np.arange(len(valid)), idx, flat[idx, j])
+    return flat.reshape(values.shape)
+
+
+def estimate_focal_pnp(mean: np.ndarray, lm2d: np.ndarray, valid: np.ndarray, size: int) -> float:
+    """Coarse focal (px) by PnP of the mean shape on up to 40 frames, over a log grid."""
+    frames = np.flatnonzero(valid)
+    frames = frames[np.linspace(0, len(frames) - 1, min(40, len(frames))).astype(int)]
+    best = (np.inf, 2.0 * size)
+    for factor in (0.8, 1.1, 1.5, 2.0, 2.8, 4.0, 6.0):
+        K = intrinsics(factor * size, size / 2, size / 2).astype(np.float64)
+        _, _, errs = _pnp(mean, lm2d[frames], np.ones(len(frames), bool), K)
+        e = float(np.median(errs))
+        if e < best[0]:
+            best = (e, factor * size)
+    return best[1]
+
+
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    """(..., 3) -> (..., 3, 3) with skew(a) @ b = a x b."""
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*v.shape, 3)
+
+
+def box_qp(A: torch.Tensor, b: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, iterations: int = 12) -> torch.Tensor:
+    """Batched min q(x) = 1/2 x'Ax + b'x s.t. lo <= x <= hi (projected Newton, active sets).
+
+    A (B,P,P) SPD, b/lo/hi (B,P) -> x (B,P). Each iteration solves the Newton system on the
+    variables not held at a bound, projects onto the box and backtracks until q decreases.
+    """
+
+    def q(x):
+        return 0.5 * (x * (A @ x.unsqueeze(-1)).squeeze(-1)).sum(-1) + (b * x).sum(-1)
+
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    x = torch.zeros_like(b).clamp(lo, hi)
+    qx = q(x)
+    for _ in range(iterations):
+        g = (A @ x.unsqueeze(-1)).squeeze(-1) + b
+        held = ((x <= lo + 1e-9) & (g > 0)) | ((x >= hi - 1e-9) & (g < 0))
+        free = (~held).to(A.dtype)
+        M = A * free[:, :, None] * free[:, None, :] + torch.diag_embed(1 - free)
+        d = torch.linalg.solve(M, (-g * free).unsqueeze(-1)).squeeze(-1)
+        step = torch.ones_like(qx)
+        accepted = torch.zeros_like(qx, dtype=torch.bool)
+        x_best, q_best = x, qx
+        for _ in range(6):
+            cand = torch.minimum(torch.maximum(x + step[:, None] * d, lo), hi)
+            qc = q(cand)
+            better = (qc < q_best - 1e-12) & ~accepted
+            x_best = torch.where(better[:, None], cand, x_best)
+            q_best = torch.where(better, qc, q_best)
+            accepted = accepted | better
+            if bool(accepted.all()):
+                break
+            step = torch.where(accepted, step, step * 0.5)
+        if not bool(accepted.any()):
+            break
+        x, qx = x_best, q_best
+    return x
+
+
+class _Problem:
+    """Landmark reprojection problem for a set of frames (torch, float64)."""
+
+    def __init__(self, mean, id_basis, ex_basis, weights, obs, valid, center, cfg: FitConfig):
+        dev = torch.device(cfg.device)
+        self.T = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64, device=dev)
+        self.mean, self.idb, self.exb = self.T(mean), self.T(id_basis), self.T(ex_basis)
+        self.w = self.T(weights)
+        self.obs, self.valid = self.T(obs), self.T(valid.astype(np.float64))
+        self.center = self.T(center)
+        self.cfg = cfg
+
+    def points(self, ident, ex):
+        """Model landmarks (N,L,3) in head space."""
+        base = self.mean + (ident @ self.idb.reshape(len(ident), -1)).reshape(-1, 3)
+        return base[None] + (ex @ self.exb.reshape(ex.shape[1], -1)).reshape(len(ex), -1, 3)
+
+    def project(self, cam, f):
+        """cam (N,L,3) -> uv (N,L,2), and the rows of d uv / d cam as (a, c) with
+        d u = a * (d x - x/z d z), d v = a * (d y - y/z d z), a = f / z."""
+        iz = 1.0 / cam[..., 2].clamp_min(1e-3)
+        uv = f * cam[..., :2] * iz[..., None] + self.center
+        return uv, (f * iz, cam[..., 0] * iz, cam[..., 1] * iz)
+
+    @staticmethod
+    def chain(jac, dcam):
+        """d uv / d params (N, 2L, P) from the projection rows and dcam (N,L,3,P)."""
+        a, xz, yz = jac
+        ju = a[..., None] * (dcam[..., 0, :] - xz[..., None] * dcam[..., 2, :])
+        jv = a[..., None] * (dcam[..., 1, :] - yz[..., None] * dcam[..., 2, :])
+        return torch.stack([ju, jv], 2).reshape(a.shape[0], -1, dcam.shape[-1])
+
+    def irls(self, res, frames):
+        """Per-residual weights (N,L): landmark weight x Huber x valid, normalised per frame."""
+        d = torch.linalg.norm(res, dim=-1)
+        h = self.cfg.huber_px
+        w = self.w[None] * torch.where(d <= h, torch.ones_like(d), h / d.clamp_min(1e-9))
+        w = w * self.valid[frames, None]
+        return w / self.w.sum()
+
+    def frame_step(self, R, t, ex, ident, f, frames):
+        """One Gauss-Newton step on each frame's pose and blendshapes."""
+        P = self.points(ident, ex)
+        Rp = P @ R.transpose(1, 2)
+        cam = Rp + t[:, None]
+        uv, jac = self.project(cam, f)
+        res = uv - self.obs[frames]
+        w = self.irls(res, frames)
+        n, L = P.shape[:2]
+        E = ex.shape[1]
+        dcam = torch.empty(n, L, 3, 6 + E, dtype=P.dtype, device=P.device)
+        dcam[..., :3] = -_skew(Rp)
+        dcam[..., 3:6] = torch.eye(3, dtype=P.dtype, device=P.device)
+        # R @ EX_l for every landmark in one batched matmul: (N,3,3) @ (3, L*E)
+        ex_flat = self.exb.permute(2, 1, 0).reshape(3, L * E)
+        dcam[..., 6:] = (R @ ex_flat).reshape(n, 3, L, E).transpose(1, 2)
+        J = self.chain(jac, dcam)  # (N, 2L, P)
+        wr = w.repeat_interleave(2, dim=1)
+        Jw = J * wr[..., None]
+        A = Jw.transpose(1, 2) @ J
+        b = (Jw.transpose(1, 2) @ res.reshape(n, -1, 1)).squeeze(-1)
+        b[:, 6:] += 0.5 * self.cfg.expression_l1
+        damp = torch.cat([torch.full((6,), 1e-6), torch.full((E,), 1e-4)]).to(A)
+        A = A + torch.diag_embed(damp.expand(n, -1))
+        big = torch.full((n, 6), 1e30, dtype=A.dtype, device=A.device)
+        delta = box_qp(A, b, torch.cat([-big, -ex], 1), torch.cat([big, 1 - ex], 1))
+        R_new = axis_angle_to_matrix(delta[:, :3]) @ R
+        return R_new, t + delta[:, 3:6], (ex + delta[:, 6:]).clamp(0, 1)
+
+    def global_step(self, R, t, ex, ident, log_f, frames, fit_focal):
+        """One Gauss-Newton step on the identity (and log focal) over ``frames``."""
+        f = torch.exp(log_f)
+        P = self.points(ident, ex)
+        cam = P @ R.transpose(1, 2) + t[:, None]
+        uv, jac = self.project(cam, f)
+        res = uv - self.obs[frames]
+        w = self.irls(res, frames) / len(R)
+        n, L = P.shape[:2]
+        I = ident.shape[0]
+        id_flat = self.idb.permute(2, 1, 0).reshape(3, L * I)
+        dcam = (R @ id_flat).reshape(n, 3, L, I).transpose(1, 2)
+        J = self.chain(jac, dcam)  # (N, 2L, I)
+        if fit_focal:
+            J = torch.cat([J, (uv - self.center).reshape(n, -1, 1)], -1)
+        wr = w.repeat_interleave(2, dim=1)
+        Jw = (J * wr[..., None]).reshape(-1, J.shape[-1])
+        J = J.reshape(-1, J.shape[-1])
+        A = Jw.T @ J
+        b = Jw.T @ res.reshape(-1)
+        reg = torch.zeros(A.shape[0], dtype=A.dtype, device=A.device)
+        reg[:I] = self.cfg.identity_reg / I
+        A = A + torch.diag(reg + 1e-9)
+        b[:I] += reg[:I] * ident
+        delta = torch.linalg.solve(A, -b)
+        ident = ident + delta[:I]
+        if fit_focal:
+            log_f = log_f + delta[I].clamp(-0.3, 0.3)
+        return ident, log_f
+
+    def errors(self, R, t, ex, ident, f, frames):
+        cam = self.points(ident, ex) @ R.transpose(1, 2) + t[:, None]
+        uv, _ = self.project(cam, f)
+        d = torch.linalg.norm(uv - self.obs[frames], dim=-1)
+        used = (self.w > 0).to(d.dtype)
+        return (d * used).sum(-1) / used.sum()
+
+
+def _smooth(values: np.ndarray, sigma_frames: float) -> np.ndarray:
+    if sigma_frames <= 0.05 or len(values) < 3:
+        return values
+    from scipy.ndimage import gaussian_filter1d
+
+    return gaussian_filter1d(values, sigma_frames, axis=0, mode="nearest")
+
+
+def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
+        config: FitConfig | None = None, model: FaceModel | None = None,
+        corr: Correspondence | None = None, progress=None) -> FitResult:
+    """Fit the face model to landmarks (N,478,>=2) in crop pixels of a size x size crop.
+
+    ``progress(done, total)`` is called after each stage step if given.
+    """
+    cfg = config or FitConfig()
+    model = model or load_face_model()
+    corr = corr or load_correspondence()
+    valid = np.asarray(valid, bool)
+    n = landmarks.shape[0]
+    if not valid.any():
+        raise ValueError("no frame has landmarks")
+    lm2d = np.asarray(landmarks[:, corr.landmark, :2], np.float64)  # (N,L,2)
+    mean, id_basis, ex_basis = landmark_basis(model, corr)
+    center = np.array([size / 2, size / 2])
+    E = ex_basis.shape[0]
+    total = cfg.rounds + cfg.iterations
+    done = 0
+
+    focal0 = cfg.focal if cfg.focal else estimate_focal_pnp(mean, lm2d, valid, size)
+    K0 = intrinsics(focal0, size / 2, size / 2).astype(np.float64)
+    rvec, tvec, _ = _pnp(mean, lm2d, valid, K0)
+    rvec, tvec = _fill_invalid(rvec, valid), _fill_invalid(tvec, valid)
+
+    prob = _Problem(mean, id_basis, ex_basis, corr.weight, lm2d, valid, center, cfg)
+    T = prob.T
+    R_all = axis_angle_to_matrix(T(rvec))
+    t_all = T(tvec)
+    ex_all = torch.full((n, E), 0.02, dtype=torch.float64, device=R_all.device)
+    ident = torch.zeros(id_basis.shape[0], dtype=torch.float64, device=R_all.device)
+    log_f = T(math.log(focal0))
+
+    # 1) identity and focal on key frames, alternating with their per-frame solves
+    vidx = np.flatnonzero(valid)
+    keys = torch.as_tensor(vidx[np.linspace(0, len(vidx) - 1, min(cfg.key_frames, len(vidx))).astype(int)])
+    Rk, tk, exk = R_all[keys], t_all[keys], ex_all[keys]
+    for _ in range(cfg.rounds):
+        for _ in range(2):
+            Rk, tk, exk = prob.frame_step(Rk, tk, exk, ident, torch.exp(log_f), keys)
+        ident, log_f = prob.global_step(Rk, tk, exk, ident, log_f, keys, cfg.focal is None)
+        done += 1
+        if progress:
+            progress(done, total)
+
+    # 2) every frame with identity and focal fixed (warm start: PnP on the fitted identity)
+    f = torch.exp(log_f)
+    shape = (prob.mean + torch.einsum("i,ilc->lc", ident, prob.idb)).cpu().numpy()
+    K = intrinsics(float(f), size / 2, size / 2).astype(np.float64)
+    rvec, tvec, _ = _pnp(shape, lm2d, valid, K)
+    R_all = axis_angle_to_matrix(T(_fill_invalid(rvec, valid)))
+    t_all = T(_fill_invalid(tvec, valid))
+    frames = torch.arange(n)
+    for _ in range(cfg.iterations):
+        R_all, t_all, ex_all = prob.frame_step(R_all, t_all, ex_all, ident, f, frames)
+        done += 1
+        if progress:
+            progress(done, total)
+
+    # 3) invalid frames interpolated, then temporal smoothing (mouth kept sharp)
+    from .geometry import matrix_to_axis_angle
+
+    # rotations relative to a frontal head (FLIP) stay far from 180 degrees: safe to average
+    rot = _fill_invalid(matrix_to_axis_angle(FLIP @ R_all.cpu().numpy()), valid)
+    trans = _fill_invalid(t_all.cpu().numpy(), valid)
+    ex_np = _fill_invalid(ex_all.cpu().numpy(), valid)
+    rot = _smooth(rot, cfg.smooth_pose_s * fps)
+    trans = _smooth(trans, cfg.smooth_pose_s * fps)
+    mouth = np.array([nm.startswith(("mouth", "jaw")) for nm in model.expression_names])
+    ex_np[:, ~mouth] = _smooth(ex_np[:, ~mouth], cfg.smooth_expression_s * fps)
+    ex_np[:, mouth] = _smooth(ex_np[:, mouth], cfg.smooth_mouth_s * fps)
+    ex_np = np.clip(ex_np, 0, 1)
+    R_all = T(FLIP) @ axis_angle_to_matrix(T(rot))
+    err = prob.errors(R_all, T(trans), T(ex_np), ident, f, frames).cpu().numpy()
+    err[~valid] = np.nan
+    focal = float(f)
+    return FitResult(
+        intrinsics=intrinsics(focal, size / 2, size / 2),
+        camera_from_head=rigid(R_all.cpu().numpy(), trans),
+        expression=ex_np.astype(np.float32),
+        identity=ident.cpu().numpy().astype(np.float32),
+        fit_error=err.astype(np.float32),
+        focal=focal,
+    )
