@@ -59,8 +59,8 @@ if v < (2, 2):
 EOF
 else
     say "installing PyTorch: $TORCH_SPEC"
-    # shellcheck disable=SC2086  # MINERF_TORCH may hold several pip arguments
-    pip_install $TORCH_SPEC
+    read -r -a torch_args <<<"$TORCH_SPEC"  # MINERF_TORCH may hold several pip arguments
+    pip_install "${torch_args[@]}"
 fi
 
 # 2. minerf and its real dependencies (one OpenCV: opencv-contrib-python-headless).

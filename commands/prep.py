@@ -19,6 +19,7 @@ def prep(
     start: Optional[float] = typer.Option(None, "--start", help="Start time in seconds."),
     end: Optional[float] = typer.Option(None, "--end", help="End time in seconds."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Keep at most this many frames."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Resample to this frame rate (default: the source's)."),
     min_valid: float = typer.Option(
         0.9, "--min-valid", help="Refuse the clip when face landmarks are found on a smaller fraction of frames."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
@@ -31,7 +32,7 @@ def prep(
 
     Example: minerf prep talk.mp4 -o talk.h5 --size 512 | jq .valid_fraction
     """
-    opts = PrepOptions(size=size, start=start, end=end, max_frames=max_frames, min_valid=min_valid, force=force)
+    opts = PrepOptions(size=size, start=start, end=end, max_frames=max_frames, fps=fps, min_valid=min_valid, force=force)
     emit_json(run_prep(video, output, opts))
 
 

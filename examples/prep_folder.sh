@@ -10,6 +10,7 @@
 # A clip whose store already has /tracking is skipped; a store without it gets only fit3dmm.
 # Extra options: MINERF_PREP_ARGS (e.g. "--size 256"), MINERF_FIT_ARGS. Exit status 0 when every
 # clip succeeded, 1 when some failed (the others are still processed), 2 on bad arguments.
+# shellcheck disable=SC2016,SC2317  # one_clip and tag run in the bash that xargs starts
 set -euo pipefail
 
 if [ $# -lt 2 ] || [ $# -gt 3 ]; then

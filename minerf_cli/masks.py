@@ -83,10 +83,10 @@ class BackgroundPlate:
         if not self._frames:
             raise ValueError("no frames were sampled for the background")
         h, w = self._frames[0].shape[:2]
-        k = max(3, int(round(self.dilate * max(h, w))) | 1)
+        k = int(round(self.dilate * max(h, w))) | 1  # odd; 1 = no dilation
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
         stack = np.stack(self._frames).astype(np.uint16)  # (S, H, W, 3)
-        hidden = np.stack([cv2.dilate(m, kernel) > 0 for m in self._masks])  # (S, H, W)
+        hidden = np.stack([(cv2.dilate(m, kernel) if k > 1 else m) > 0 for m in self._masks])  # (S, H, W)
         stack[hidden] = 256  # sorts after every real value
         stack.sort(axis=0)
         count = (~hidden).sum(axis=0)  # visible samples per pixel

@@ -56,6 +56,7 @@ class PrepOptions:
     start: float | None = None
     end: float | None = None
     max_frames: int | None = None
+    fps: float | None = None  # None: the source's frame rate
     min_valid: float = 0.9
     force: bool = False
 
@@ -69,6 +70,8 @@ class PrepOptions:
             raise UsageError(f"--end ({self.end}) must be after --start ({self.start or 0.0})")
         if self.max_frames is not None and self.max_frames < 1:
             raise UsageError(f"--max-frames must be >= 1 (got {self.max_frames})")
+        if self.fps is not None and not 0 < self.fps <= 240:
+            raise UsageError(f"--fps must be in (0, 240] (got {self.fps})")
         if not 0.0 <= self.min_valid <= 1.0:
             raise UsageError(f"--min-valid must be in [0, 1] (got {self.min_valid})")
 
@@ -85,15 +88,21 @@ class Timer:
 
 @dataclass(frozen=True)
 class Window:
-    """The part of the video to prep, in source seconds."""
+    """The part of the video to prep, in source seconds, and the stored frame rate.
+
+    Frames are always resampled to a constant ``fps`` by ffmpeg's fps filter (a no-op for
+    constant-rate sources), so stored frame i shows source time start + i / fps even for
+    variable-frame-rate clips, and the audio stays aligned.
+    """
 
     start: float
     end: float | None  # None: to the end of the video
     max_frames: int | None
+    fps: float
 
     def end_time(self, info: VideoInfo) -> float | None:
         """Where the window ends (--end or --max-frames, the earlier), None: the video's end."""
-        ends = [e for e in (self.end, None if self.max_frames is None else self.start + self.max_frames / info.fps)
+        ends = [e for e in (self.end, None if self.max_frames is None else self.start + self.max_frames / self.fps)
                 if e is not None]
         return min(ends) if ends else None
 
@@ -145,7 +154,7 @@ def find_face(video: Path, info: VideoInfo, window: Window, min_valid: float, ti
     """Pass 1: sampled, downscaled frames -> face boxes -> checks -> one crop box."""
     t0 = time.perf_counter()
     length = window.length(info)
-    sample_fps = min(info.fps, max(MIN_SAMPLE_FPS, TARGET_SAMPLES / max(length, 1e-3)))
+    sample_fps = min(window.fps, max(MIN_SAMPLE_FPS, TARGET_SAMPLES / max(length, 1e-3)))
     scale = min(1.0, DETECT_MAX_SIDE / max(info.width, info.height))
     sw, sh = max(2, int(info.width * scale) // 2 * 2), max(2, int(info.height * scale) // 2 * 2)
     back = info.width / sw  # detection pixels -> source pixels (x); y uses its own factor
@@ -177,12 +186,12 @@ def find_face(video: Path, info: VideoInfo, window: Window, min_valid: float, ti
         raise MinerfError(f"{video}: no face found in the clip ({n} sampled frames)")
     if len(crowded) >= 2 or (crowded and n < 10):
         count = max(crowded.values())
-        frames = _frame_ranges(sorted(crowded), sample_fps, info.fps)
+        frames = _frame_ranges(sorted(crowded), sample_fps, window.fps)
         raise MinerfError(f"{video}: {count} faces in frames {frames}; prep needs a clip with one talking face "
                           f"(cut it with --start/--end or crop it first)")
     frac = len(faces) / n
     if frac < min_valid / 2:
-        missing = _frame_ranges([k for k, m in enumerate(mains) if m is None], sample_fps, info.fps)
+        missing = _frame_ranges([k for k, m in enumerate(mains) if m is None], sample_fps, window.fps)
         raise MinerfError(f"{video}: a face is visible in only {100 * frac:.0f}% of the clip (--min-valid "
                           f"{min_valid:g}); it is missing in frames {missing}")
     crop = choose_crop(faces, info.width, info.height)
@@ -245,7 +254,7 @@ class Extracted:
 def extract(video: Path, info: VideoInfo, window: Window, crop: CropBox, size: int, f, timer: Timer) -> Extracted:
     """Pass 2: write /frames, /landmarks, /masks and /background into the open store ``f``."""
     t_start = time.perf_counter()
-    est = max(1, int(round(window.length(info) * info.fps)))
+    est = max(1, int(round(window.length(info) * window.fps)))
     if window.max_frames is not None:
         est = min(est, window.max_frames)
     frames_ds = store.frames_dataset(f, 0, size, resizable=True)
@@ -264,7 +273,8 @@ def extract(video: Path, info: VideoInfo, window: Window, crop: CropBox, size: i
         return prob
 
     source = read_frames(video, filters=crop.ffmpeg_filter(size), out_size=(size, size),
-                         start=window.start or None, end=window.end, max_frames=window.max_frames)
+                         start=window.start or None, end=window.end, max_frames=window.max_frames,
+                         fps=window.fps)
     with FaceMesh() as mesh, PersonSegmenter() as segmenter, ThreadPoolExecutor(1) as pool, \
             ChunkWriter() as writer, progress_bar("prep", est) as bar:
         task = bar.add_task("prep", total=est, info="")
@@ -367,7 +377,7 @@ def prep(video: Path, output: Path, opts: PrepOptions = PrepOptions()) -> dict:
     t0 = time.perf_counter()
     info = probe(video)
     timer.add("probe", time.perf_counter() - t0)
-    window = Window(start=opts.start or 0.0, end=opts.end, max_frames=opts.max_frames)
+    window = Window(start=opts.start or 0.0, end=opts.end, max_frames=opts.max_frames, fps=opts.fps or info.fps)
 
     with quiet_native_stderr(enabled=not state["debug"]):
         plan = find_face(video, info, window, opts.min_valid, timer)
@@ -388,12 +398,12 @@ def prep(video: Path, output: Path, opts: PrepOptions = PrepOptions()) -> dict:
                     f"{opts.min_valid:g}); the face is lost in frames {_missing_ranges(result.valid)}")
             frames = f["frames"]
             store.stamp(frames, COMMAND)
-            frames.attrs["fps"] = info.fps
+            frames.attrs["fps"] = window.fps
             frames.attrs["crop_box"] = np.array(plan.crop.as_list(), np.int64)
             frames.attrs["source_size"] = np.array([info.width, info.height], np.int64)
             frames.attrs["source_fps"] = info.fps
             frames.attrs["start_time"] = window.start
-            duration = _write_audio(video, info, window, result.n, info.fps, f, timer)
+            duration = _write_audio(video, info, window, result.n, window.fps, f, timer)
             t_close = time.perf_counter()
         timer.add("finalize", time.perf_counter() - t_close)
     total = time.perf_counter() - t0
@@ -407,7 +417,7 @@ def prep(video: Path, output: Path, opts: PrepOptions = PrepOptions()) -> dict:
         "output": str(output),
         "source": str(video),
         "frames": result.n,
-        "fps": info.fps,
+        "fps": window.fps,
         "size": opts.size,
         "crop_box": plan.crop.as_list(),
         "source_size": [info.width, info.height],

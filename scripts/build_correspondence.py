@@ -1,0 +1,137 @@
+"""Build the mediapipe-landmark -> ICT-surface correspondence shipped as package data.
+
+    python scripts/build_correspondence.py [--ids 8 --seconds 6 --seed 100]
+
+1. Render synthetic talking heads with known identity, pose and expression (minerf_cli.synth).
+2. Run `prep` on them: the same face mesh, crop and landmark convention as on real video.
+3. Seed: for each mediapipe landmark, the ICT surface point under it in the rendered
+   frames (rasterizer triangle + barycentrics), median over frames, snapped to a vertex.
+4. Refine: for each landmark, search the ICT surface near the seed (vertices within a
+   radius, then barycentric grids in the triangles around the best vertex) for the point
+   whose ground-truth projections best match the detected landmark over all frames.
+5. Weight each landmark by its residual (silhouette points that slide with yaw get less
+   weight) and write minerf_cli/data/mediapipe_ict_correspondence.npz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from minerf_cli.facemodel import data_path, load_face_model
+from minerf_cli.prep import PrepOptions, prep
+from minerf_cli.raster import barycentric_at, project, rasterize
+from minerf_cli.synth import synthesize
+
+NUM_MESH = 468  # mediapipe landmarks without the 10 iris points
+
+
+def crop_intrinsics(K: np.ndarray, crop_box, size: int) -> np.ndarray:
+    """Intrinsics of the source video mapped into prep's square crop."""
+    x0, y0, side = (float(v) for v in crop_box)
+    s = size / side
+    Kc = K.astype(np.float64).copy()
+    Kc[0, 0] *= s
+    Kc[1, 1] *= s
+    Kc[0, 2] = (K[0, 2] - x0) * s
+    Kc[1, 2] = (K[1, 2] - y0) * s
+    return Kc
+
+
+def collect(ids: int, seconds: float, seed: int, size: int, workdir: Path):
+    """Per valid frame: landmarks (F,468,2), projected posed vertices (F,V,2), raster seeds."""
+    model = load_face_model()
+    clips = synthesize(workdir, ids=ids, seconds=seconds, size=size, fps=25, seed=seed)
+    lms, projs, seeds = [], [], []
+    for clip in clips:
+        store_path = workdir / (Path(clip["video"]).stem + ".h5")
+        prep(Path(clip["video"]), store_path, PrepOptions(size=size))
+        gt = np.load(clip["gt"])
+        with h5py.File(store_path, "r") as f:
+            lm = f["landmarks/points"][:, :NUM_MESH, :2]
+            valid = f["landmarks/valid"][...]
+            crop_box = f["frames"].attrs["crop_box"]
+        K = crop_intrinsics(gt["intrinsics"], crop_box, size)
+        n = min(len(valid), len(gt["expression"]))
+        verts = model.vertices(gt["identity"], gt["expression"][:n])  # (n,V,3)
+        M = gt["camera_from_head"][:n]
+        cam = np.einsum("nij,nvj->nvi", M[:, :3, :3], verts) + M[:, None, :3, 3]
+        for i in np.flatnonzero(valid[:n]):
+            px = project(cam[i], K)
+            lms.append(lm[i])
+            projs.append(px[:, :2].astype(np.float32))
+            if i % 5 == 0:
+                tri_id, _ = rasterize(px, model.triangles, size, size)
+                pts = lm[i].astype(np.float64)
+                ij = np.clip(np.floor(pts).astype(int), 0, size - 1)
+                tids = tri_id[ij[:, 1], ij[:, 0]]
+                ok = tids >= 0
+                bary = np.zeros((NUM_MESH, 3))
+                bary[ok] = barycentric_at(px, model.triangles, tids[ok], pts[ok])
+                # the same surface point on the neutral mesh
+                neutral = np.full((NUM_MESH, 3), np.nan)
+                tv = model.triangles[tids[ok]]
+                neutral[ok] = (model.neutral[tv] * bary[ok][..., None]).sum(1)
+                seeds.append(neutral)
+    return np.stack(lms), np.stack(projs), np.stack(seeds)
+
+
+def refine(lms, projs, seeds, radius_cm: float = 1.5, grid: int = 8):
+    """Best surface point per landmark -> tri_vertices (L,3), bary (L,3), rms (L,)."""
+    model = load_face_model()
+    tris = model.triangles
+    neutral = model.neutral
+    L = lms.shape[1]
+    out_tv = np.zeros((L, 3), np.int64)
+    out_b = np.zeros((L, 3), np.float32)
+    rms = np.full(L, np.inf)
+    # barycentric grid on the simplex
+    g = np.array([(a, b, grid - a - b) for a in range(grid + 1) for b in range(grid + 1 - a)], np.float64) / grid
+    for l in range(L):
+        seed = np.nanmedian(seeds[:, l], axis=0)
+        if not np.isfinite(seed).all():
+            continue
+        cand = np.flatnonzero(np.linalg.norm(neutral - seed, axis=1) < radius_cm)
+        if len(cand) == 0:
+            continue
+        err = ((projs[:, cand, :] - lms[:, l, None, :]) ** 2).sum(-1).mean(0)
+        best_v = cand[np.argmin(err)]
+        adj = np.flatnonzero((tris == best_v).any(1))
+        tv = tris[adj]  # (A,3)
+        pts = np.einsum("gk,fakc->fagc", g, projs[:, tv, :])  # (F,A,G,2)
+        e = ((pts - lms[:, l, None, None, :]) ** 2).sum(-1).mean(0)  # (A,G)
+        a, gi = np.unravel_index(np.argmin(e), e.shape)
+        out_tv[l], out_b[l], rms[l] = tv[a], g[gi], np.sqrt(e[a, gi])
+    return out_tv, out_b, rms
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ids", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--seed", type=int, default=100)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        lms, projs, seeds = collect(args.ids, args.seconds, args.seed, args.size, Path(tmp))
+    tv, bary, rms = refine(lms, projs, seeds)
+    ok = np.isfinite(rms)
+    weight = np.where(ok, 1.0 / (1.0 + (np.nan_to_num(rms, nan=99, posinf=99) / 1.5) ** 2), 0.0)
+    weight[rms > 6.0] = 0.0
+    out = args.out or Path(str(data_path("mediapipe_ict_correspondence.npz")))
+    np.savez_compressed(out, landmark=np.arange(len(tv), dtype=np.int32), tri_vertices=tv.astype(np.int32),
+                        bary=bary.astype(np.float32), weight=weight.astype(np.float32),
+                        rms_px=np.nan_to_num(rms, posinf=np.nan).astype(np.float32))
+    print(json.dumps({"output": str(out), "frames": int(len(lms)), "landmarks": int(ok.sum()),
+                      "median_rms_px": float(np.median(rms[ok])), "mean_rms_px": float(np.mean(rms[ok])),
+                      "zero_weight": int((weight == 0).sum())}))
+
+
+if __name__ == "__main__":
+    main()
