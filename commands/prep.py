@@ -26,9 +26,9 @@ def prep(
 ) -> None:
     """Crop one talking face from a video; store frames, audio, landmarks, masks, background.
 
-    Finds the face (mediapipe), picks one square head-and-shoulders crop for the whole clip,
-    and writes /frames, /audio, /landmarks, /masks and /background (see minerf-store(5)).
-    Refuses clips with no face, with two prominent faces, or where the face is lost too often.
+    One square head-and-shoulders crop for the whole clip (see minerf-store(5) for the layout).
+
+    Refuses (exit 1) clips with no face, with two prominent faces, or with the face lost too often.
 
     Example: minerf prep talk.mp4 -o talk.h5 --size 512 | jq .valid_fraction
     """

@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -37,6 +38,19 @@ def mediapipe() -> Any:
             raise MinerfError(f"mediapipe {version} lacks the legacy mp.solutions API; {MEDIAPIPE_HINT}")
         _mp = mp
     return _mp
+
+
+def preload() -> None:
+    """Start importing mediapipe in a background thread (the first model waits for it)."""
+    if _mp is None:
+        threading.Thread(target=_try_import, name="minerf-mediapipe-import", daemon=True).start()
+
+
+def _try_import() -> None:
+    try:
+        mediapipe()
+    except MinerfError:
+        pass  # reported again, in the caller's thread, by the first model
 
 
 @contextlib.contextmanager
@@ -169,24 +183,32 @@ class FaceMesh(_Model):
 
 
 class PersonSegmenter(_Model):
-    """mediapipe's selfie segmentation (general model, 256x256 input)."""
+    """mediapipe's selfie segmentation.
 
-    def __init__(self, work_size: int = 256):
+    Default: the "landscape" model (model_selection=1, 256x144 input), fed a 256x144
+    downscale of the frame. On square head-and-shoulders crops its masks match the general
+    model's (model_selection=0, 256x256) to IoU 0.985-0.996 (measured on the 14 real
+    clips' crops) at ~60% of the cost (2.5 vs 4.2-5.2 ms a frame on the 2-core dev box).
+    """
+
+    INPUT_SIZE = {0: (256, 256), 1: (256, 144)}  # (width, height) of each model's input
+
+    def __init__(self, model_selection: int = 1):
         mp = mediapipe()
-        self.work_size = work_size
-        self._solution = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        self.work_size = self.INPUT_SIZE[model_selection]
+        self._solution = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """Person probability (work_size, work_size) float32 in [0, 1] for an RGB image.
+        """Person probability, float32 in [0, 1], at the model's input size (H, W).
 
-        The image is downscaled to the model's own input size first (as fast, and the
-        mask is upscaled by the caller); non-square images are squashed, which the
-        caller undoes by resizing back to the image's aspect.
+        The image is resized to the model's own input size first (as fast as letting
+        mediapipe do it; a non-square input is squashed); the caller resizes the map back
+        to the frame's size, which undoes the squash.
         """
         import cv2  # noqa: PLC0415
 
-        s = self.work_size
-        small = rgb if rgb.shape[:2] == (s, s) else cv2.resize(rgb, (s, s), interpolation=cv2.INTER_AREA)
+        w, h = self.work_size
+        small = rgb if rgb.shape[:2] == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         return self._solution.process(small).segmentation_mask
 
 

@@ -27,9 +27,10 @@ JAW_SIDE_SKIP = 3
 
 def person_mask(prob: np.ndarray, height: int, width: int) -> np.ndarray:
     """0/255 uint8 (height, width) mask from a segmentation probability map."""
-    if prob.shape != (height, width):
-        prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.where(prob > PERSON_THRESHOLD, np.uint8(255), np.uint8(0))
+    u8 = cv2.convertScaleAbs(prob, alpha=255.0)  # 8-bit first: resizing uint8 is ~2x faster
+    if u8.shape != (height, width):
+        u8 = cv2.resize(u8, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.threshold(u8, int(255 * PERSON_THRESHOLD), 255, cv2.THRESH_BINARY)[1]
 
 
 def head_mask(points: np.ndarray | None, person: np.ndarray) -> np.ndarray:
@@ -64,42 +65,55 @@ def head_mask(points: np.ndarray | None, person: np.ndarray) -> np.ndarray:
 
 
 class BackgroundPlate:
-    """Collects sampled frames and person masks; ``plate()`` returns the median background."""
+    """Collects sampled frames and person masks; ``plate()`` returns the median background.
+
+    Samples are kept as (H, W, 3, S) uint16 (samples on the last, contiguous axis, where
+    numpy sorts ~7x faster than uint8 or axis 0), filled as they come in.
+    """
 
     def __init__(self, max_samples: int = 40, dilate: float = 0.03, min_visible: float = 0.1):
         self.max_samples = max_samples
         self.dilate = dilate
         self.min_visible = min_visible
-        self._frames: list[np.ndarray] = []
-        self._masks: list[np.ndarray] = []
+        self.count = 0
+        self._stack: np.ndarray | None = None
+        self._hidden: np.ndarray | None = None
+        self._kernel: np.ndarray | None = None
 
     def add(self, frame: np.ndarray, person: np.ndarray) -> None:
-        if len(self._frames) < self.max_samples:
-            self._frames.append(frame)
-            self._masks.append(person)
+        if self.count >= self.max_samples:
+            return
+        h, w = person.shape
+        if self._stack is None:
+            self._stack = np.empty((h, w, 3, self.max_samples), np.uint16)
+            self._hidden = np.empty((h, w, self.max_samples), bool)
+            k = int(round(self.dilate * max(h, w))) | 1  # odd; 1 = no dilation
+            self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)) if k > 1 else None
+        self._stack[..., self.count] = frame
+        self._hidden[..., self.count] = (cv2.dilate(person, self._kernel) if self._kernel is not None else person) > 0
+        self.count += 1
 
     def plate(self) -> tuple[np.ndarray, float]:
         """(H, W, 3) uint8 plate, and the fraction of pixels that had to be inpainted."""
-        if not self._frames:
+        if self._stack is None:
             raise ValueError("no frames were sampled for the background")
-        h, w = self._frames[0].shape[:2]
-        k = int(round(self.dilate * max(h, w))) | 1  # odd; 1 = no dilation
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-        stack = np.stack(self._frames).astype(np.uint16)  # (S, H, W, 3)
-        hidden = np.stack([(cv2.dilate(m, kernel) if k > 1 else m) > 0 for m in self._masks])  # (S, H, W)
-        stack[hidden] = 256  # sorts after every real value
-        stack.sort(axis=0)
-        count = (~hidden).sum(axis=0)  # visible samples per pixel
-        idx = np.maximum(count - 1, 0) // 2
-        plate = np.take_along_axis(stack, idx[None, :, :, None].repeat(3, axis=3), axis=0)[0]
+        n = self.count
+        stack, hidden = self._stack[..., :n], self._hidden[..., :n]
+        h, w = hidden.shape[:2]
+        stack[np.broadcast_to(hidden[:, :, None, :], stack.shape)] = 256  # sorts after every real value
+        stack.sort(axis=-1)
+        count = n - hidden.sum(axis=-1)  # visible samples per pixel, (H, W)
+        idx = np.broadcast_to(((np.maximum(count, 1) - 1) // 2)[:, :, None, None], (h, w, 3, 1))
+        plate = np.take_along_axis(stack, idx, axis=-1)[..., 0]
         # Pixels seen in too few samples are mostly segmentation misses next to the
         # person: inpaint them rather than trust a median of one or two.
-        holes = count < max(1, int(np.ceil(self.min_visible * len(self._frames))))
+        holes = count < max(1, int(np.ceil(self.min_visible * n)))
         plate[holes] = 0
         plate = plate.astype(np.uint8)
         hole_fraction = float(holes.mean())
         if holes.any():
             plate = _inpaint(plate, holes.astype(np.uint8) * 255)
+        self._stack = self._hidden = None  # one use; free the memory
         return plate, hole_fraction
 
 

@@ -33,7 +33,7 @@ from . import store
 from .chunkio import DEFLATE_BACKEND, ChunkWriter, chunked_dataset
 from .crop import CropBox, choose_crop
 from .errors import MinerfError, UsageError
-from .faces import Detection, FaceDetector, FaceMesh, PersonSegmenter, quiet_native_stderr
+from .faces import Detection, FaceDetector, FaceMesh, PersonSegmenter, preload, quiet_native_stderr
 from .fsutil import check_output, sha256_file
 from .masks import BackgroundPlate, head_mask, person_mask
 from .output import log, progress_bar, state, warn
@@ -41,8 +41,8 @@ from .video import AUDIO_RATE, VideoInfo, probe, read_audio, read_frames
 
 COMMAND = "prep"
 # Pass 1: about this many sampled frames, but at least MIN_SAMPLE_FPS.
-TARGET_SAMPLES = 150
-MIN_SAMPLE_FPS = 2.0
+TARGET_SAMPLES = 64
+MIN_SAMPLE_FPS = 1.0
 DETECT_MAX_SIDE = 640
 # A second face is "prominent" with at least this share of the main face's area and score.
 SECOND_FACE_AREA = 0.5
@@ -179,11 +179,15 @@ def find_face(video: Path, info: VideoInfo, window: Window, min_valid: float, ti
 
     n = len(mains)
     if n == 0:
-        where = f" between {window.start:g} s and {end:g} s" if end is not None else f" after {window.start:g} s" if window.start else ""
+        where = f" from {window.start:g} s" if window.start else ""
+        if end is not None:
+            where += f" to {end:g} s"
         raise MinerfError(f"{video}: no video frames could be decoded{where}")
     faces = [m for m in mains if m is not None]
     if not faces:
         raise MinerfError(f"{video}: no face found in the clip ({n} sampled frames)")
+    # One sample with a second face in a longer clip is tolerated (a false detection, a
+    # face on a poster flashing by); two or more are not.
     if len(crowded) >= 2 or (crowded and n < 10):
         count = max(crowded.values())
         frames = _frame_ranges(sorted(crowded), sample_fps, window.fps)
@@ -335,7 +339,7 @@ def extract(video: Path, info: VideoInfo, window: Window, crop: CropBox, size: i
     plate, holes = background.plate()
     bg = f.create_dataset("background", data=plate)
     store.stamp(bg, COMMAND)
-    bg.attrs["samples"] = len(background._frames)
+    bg.attrs["samples"] = background.count
     bg.attrs["inpainted_fraction"] = holes
     timer.add("background", time.perf_counter() - t_bg)
     timer.add("write_landmarks", t_bg - t_loop)
@@ -375,6 +379,7 @@ def prep(video: Path, output: Path, opts: PrepOptions = PrepOptions()) -> dict:
     check_output(output, opts.force)
     timer = Timer()
     t0 = time.perf_counter()
+    preload()  # import mediapipe (~0.5 s) while ffprobe runs
     info = probe(video)
     timer.add("probe", time.perf_counter() - t0)
     window = Window(start=opts.start or 0.0, end=opts.end, max_frames=opts.max_frames, fps=opts.fps or info.fps)

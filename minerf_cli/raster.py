@@ -16,6 +16,9 @@ Conventions
   ``b = bary[i, j]`` and triangle ``t = tri_id[i, j]``, the 3D point
   ``sum_k b[k] * verts_cam[tris[t, k]]`` projects exactly onto the pixel centre. With
   ``perspective=False`` they are the plain screen-space barycentrics (for orthographic use).
+  Coverage is decided on vertex positions snapped to 1/1024 px (exact, watertight edge
+  tests) while the barycentrics are computed from the unsnapped positions, so a pixel centre
+  within ~1/2000 px of an edge can get a barycentric slightly below 0 (~1e-4; not clamped).
 * Depth test: the nearest fragment wins (smallest camera depth, compared in float32); exact
   ties go to the smallest triangle index, so results are deterministic.
 
@@ -31,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 EMPTY = -1
-_MAX_CANDIDATES = 1 << 22  # candidate pixels evaluated per chunk (bounds memory)
+_MAX_CANDIDATES = 1 << 20  # candidate pixels evaluated per chunk (bounds memory to ~50 MB)
 
 
 def project(verts_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -52,9 +55,17 @@ def project(verts_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def transform(points: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """Apply a (4, 4) rigid/affine transform to (V, 3) points; returns (V, 3) float32."""
-    M = np.asarray(M, np.float32)
-    return (np.asarray(points, np.float32) @ M[:3, :3].T + M[:3, 3]).astype(np.float32)
+    """Apply a (4, 4) rigid/affine transform to (V, 3) points; returns (V, 3) float64.
+
+    Written without BLAS on purpose: numpy's threaded BLAS busy-waits on the other cores,
+    which slows down everything running beside (e.g. the video encoder).
+    """
+    p = np.asarray(points, np.float64)
+    M = np.asarray(M, np.float64)
+    out = p[:, 0:1] * M[:3, 0] + M[:3, 3]
+    out += p[:, 1:2] * M[:3, 1]
+    out += p[:, 2:3] * M[:3, 2]
+    return out
 
 
 _SUB = 1024.0  # vertex positions are snapped to 1/1024 px for exact (watertight) edge tests
@@ -93,8 +104,9 @@ def tune_allocator() -> bool:
     """Keep freed memory in the process (glibc): large numpy temporaries then reuse pages.
 
     With glibc's defaults every large temporary is a fresh mmap that page-faults on first
-    touch, which costs ~30% of a rasterization. This sets M_TRIM_THRESHOLD and
-    M_MMAP_THRESHOLD (process-wide; harmless elsewhere). Returns False where unavailable.
+    touch, which costs ~30% of a rasterization. This sets M_MMAP_THRESHOLD (64 MB) and
+    M_TRIM_THRESHOLD (256 MB) for the whole process: up to 256 MB of freed memory stay
+    mapped until exit. Returns False where unavailable (non-glibc).
     """
     try:
         import ctypes
@@ -102,8 +114,8 @@ def tune_allocator() -> bool:
 
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
-        ok1 = libc.mallopt(m_trim_threshold, 512 << 20)
-        ok2 = libc.mallopt(m_mmap_threshold, 256 << 20)
+        ok1 = libc.mallopt(m_trim_threshold, 256 << 20)
+        ok2 = libc.mallopt(m_mmap_threshold, 64 << 20)
         return bool(ok1 and ok2)
     except (OSError, AttributeError):
         return False
@@ -301,7 +313,10 @@ def interpolate_at(attr: np.ndarray, tris: np.ndarray, tri_ids: np.ndarray, bary
     attr: (V, C); tris: (T, 3); tri_ids: (P,) valid triangle indices; bary: (P, 3).
     Returns (P, C).
     """
-    t = np.asarray(tris)[tri_ids]  # (P, 3)
+    t = np.take(np.asarray(tris), tri_ids, axis=0)  # (P, 3)
     b = np.asarray(bary)
     a = np.asarray(attr)
-    return a[t[:, 0]] * b[:, 0:1] + a[t[:, 1]] * b[:, 1:2] + a[t[:, 2]] * b[:, 2:3]
+    out = np.take(a, t[:, 0], axis=0) * b[:, 0:1]
+    out += np.take(a, t[:, 1], axis=0) * b[:, 1:2]
+    out += np.take(a, t[:, 2], axis=0) * b[:, 2:3]
+    return out

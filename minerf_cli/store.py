@@ -47,31 +47,36 @@ SCHEMA: dict[str, Node] = {
     "frames": Node(
         "dataset", "prep", {"": ("N", "H", "W", 3)}, {"": "uint8"},
         attrs=("fps", "crop_box", "source_size", "source_fps", "start_time"),
-        doc="RGB frames of the square crop, one gzip chunk per frame. crop_box = [x0, y0, side] "
-        "in source pixels (may extend past the source; padded by edge replication); "
-        "source_size = [width, height].",
+        doc="RGB frames of one square crop for the whole clip, one gzip chunk per frame; frame i "
+        "shows source time start_time + i / fps (constant rate: ffmpeg resamples variable-rate "
+        "sources). crop_box = [x0, y0, side] in source pixels, always inside the source frame "
+        "(shifted, or shrunk to the shorter side, never padded); source_size = [width, height].",
     ),
     "audio": Node(
         "group", "prep", {"pcm": ("S",)}, {"pcm": "float32"}, attrs=("sample_rate",),
         doc="The clip's audio track, mono float32 in [-1, 1] at 16 kHz, aligned so sample "
-        "s belongs to time s / sample_rate from the first stored frame.",
+        "s belongs to time s / sample_rate from the first stored frame; exactly N / fps seconds "
+        "long (cut, or zero-padded where the track is shorter). Absent for clips without audio.",
     ),
     "landmarks": Node(
         "group", "prep", {"points": ("N", NUM_LANDMARKS, 3), "valid": ("N",)},
         {"points": "float32", "valid": "bool"},
         doc="mediapipe face-mesh landmarks (478 with iris) in crop pixels: x right, y down, "
-        "z relative depth in pixels (smaller = nearer); valid marks frames with a face.",
+        "z relative depth in pixels (smaller = nearer); valid marks frames with a face; points "
+        "are NaN where valid is false.",
     ),
     "masks": Node(
         "group", "prep", {"head": ("N", "H", "W"), "person": ("N", "H", "W")},
         {"head": "uint8", "person": "uint8"},
-        doc="0/255 masks: person from selfie segmentation, head = face-mesh hull and the "
-        "segmented hair/head above the jaw line.",
+        doc="0/255 masks: person from selfie segmentation (thresholded at 0.5, plus the head); "
+        "head = face-mesh hull and the segmented hair/head above the jaw line (jaw angle to jaw "
+        "angle), a subset of person, empty where landmarks are invalid.",
     ),
     "background": Node(
         "dataset", "prep", {"": ("H", "W", 3)}, {"": "uint8"},
-        doc="A background plate: per-pixel median of the frames outside the person mask, "
-        "holes inpainted.",
+        doc="A background plate: per-pixel median of up to 40 sampled frames outside the "
+        "(dilated) person mask; pixels seen in under 10% of the samples are inpainted "
+        "(attrs samples, inpainted_fraction).",
     ),
     "tracking": Node(
         "group", "fit3dmm",

@@ -50,7 +50,10 @@ expression (N, 53): ICT blendshape weights in expression_names order; all but ja
   mouthClose, mouthFunnel, mouthPucker, mouthSmile_L/R, mouthStretch_L/R, browInnerUp_L/R,
   browOuterUp_L/R, eyeBlink_L/R are 0. identity (100,): ICT identity coefficients.
 Frame k shows time k/fps; its audio window is [k/fps, (k+1)/fps) of the 16 kHz wav.
-The mesh is the ICT face without the shoulder flare, eyes and mouth filled, on a static torso.
+Geometry: model.vertices(identity, expression[k]) mapped by camera_from_head[k] is exactly what
+  was rendered, except (a) the shoulder flare (triangles entirely below y = -11.3 cm) is not
+  drawn, (b) below y = -8.3 cm the neck blends linearly into the static torso's frame, (c) the
+  eye and mouth holes are filled (sunk slightly behind the lids / lips).
 """
 
 
@@ -177,6 +180,9 @@ def _atomic(path: Path, force: bool) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        umask = os.umask(0o22)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -113,13 +113,14 @@ def speech(seconds: float, rng: np.random.Generator, f0: float = 150.0, rate: in
         if length < 16:
             continue
         env = _window(length, 0.25, 0.4) * amp
+        loud = 0.55 + 0.45 * openness  # open vowels are louder
         x = source[a:a + length] * env
         y = np.zeros(length)
         for freq, gain, q in ((f1, 1.0, 6.0), (f2, 0.6, 10.0), (2600.0, 0.25, 12.0)):
             b_, a_ = signal.iirpeak(freq, q, fs=rate)
             y += gain * signal.lfilter(b_, a_, x)
         y += 0.05 * x
-        voiced[a:a + length] += y
+        voiced[a:a + length] += loud * y
         sl = slice(a, a + length)
         tracks["loud"][sl] = np.maximum(tracks["loud"][sl], env)
         for name, w in (("open", openness), ("funnel", funnel), ("pucker", pucker), ("spread", spread)):

@@ -27,6 +27,7 @@ from .facemodel import FaceModel, load_face_model
 FLIP = np.diag([1.0, -1.0, -1.0])  # head space (y up, z to viewer) -> OpenCV camera axes
 NECK_CUT_Y = -11.3  # cm: triangles entirely below this (the shoulder flare) are dropped
 COLLAR_Y = -10.2  # cm: top of the shirt collar
+NECK_BLEND_Y = -8.3  # cm: below this the neck blends from the head's motion to the torso's
 PIVOT = np.array([0.0, -9.0, -1.5])  # cm: head rotations turn about this point (top of the neck)
 USED_EXPRESSIONS = (
     "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthSmile_L", "mouthSmile_R",
@@ -210,7 +211,7 @@ class Topology:
 
     tris: np.ndarray  # (T, 3) head triangles then fill triangles, into V + n_fill vertices
     n_head_tris: int
-    fills: tuple  # (Fill, ...): eye_L, eye_R, mouth (subject's left/right)
+    fills: tuple  # (Fill, ...): eye_R, eye_L, mouth (the subject's right / left eye)
     fill_tri_ranges: dict  # name -> (start, end) in tris
     fill_M: sparse.csr_matrix  # (n_fill, V)
     fill_offset: np.ndarray  # (n_fill, 3)
@@ -316,7 +317,7 @@ def _hair_weight(v: np.ndarray, hairline_deg: float) -> np.ndarray:
     az = np.arctan2(d[:, 0], d[:, 2])  # 0 = front
     elev = np.degrees(np.arctan2(d[:, 1], np.hypot(d[:, 0], d[:, 2])))
     # elevation of the hairline by azimuth: forehead, temples, above the ears, nape
-    thr = np.interp(np.degrees(np.abs(az)), [0, 30, 55, 90, 120, 150, 180], [27, 25, 18, 10, 2, -12, -25])
+    thr = np.interp(np.degrees(np.abs(az)), [0, 30, 55, 75, 90, 120, 150, 180], [28, 28, 25, 17, 10, 2, -12, -25])
     thr = thr + hairline_deg
     return _smoothstep(thr - 1.5, thr + 2.5, elev)
 
@@ -392,8 +393,8 @@ FILL_LIGHT = np.array([0.7, -0.1, -0.7]) / np.linalg.norm([0.7, -0.1, -0.7])
 
 def _shade(normals: np.ndarray, view: np.ndarray | None = None, two_sided: bool = False) -> tuple:
     """Lambert + ambient (+ Blinn-Phong) factors for unit normals (N, 3) in the camera frame."""
-    nl = normals @ LIGHT
-    nf = normals @ FILL_LIGHT
+    nl = _dot3(normals, LIGHT)
+    nf = _dot3(normals, FILL_LIGHT)
     if two_sided:
         nl, nf = np.abs(nl), np.abs(nf)
     diffuse = 0.34 + 0.62 * np.clip(nl, 0, None) + 0.16 * np.clip(nf, 0, None)
@@ -418,6 +419,9 @@ class HeadRenderer:
 
     expression: (E,) ICT blendshape weights (E = 53, model order); only USED_EXPRESSIONS
     are applied (the others must be 0). The torso and backdrop are static: pre-rendered once.
+    The head is rigid above NECK_BLEND_Y (head space); below it the neck blends linearly into
+    the torso's frame (camera_from_head with no rotation or translation), so the neck's base
+    stays inside the collar.
     """
 
     def __init__(self, look: Look, size: int, model: FaceModel | None = None):
@@ -442,11 +446,17 @@ class HeadRenderer:
         y_cam = (look.face_y * H - H / 2) * z / f
         self.t_cam = np.array([x_cam, y_cam, z]) - FLIP @ centre
         # eyes: iris centres (head space, xy) at the centroid of the open lids
-        self.iris_xy = {f.name: self.v_id[f.loop, :2].mean(0) for f in top.fills[:2]}
+        self.iris_xy = {fill.name: self.v_id[fill.loop, :2].mean(0) for fill in top.fills[:2]}
         self.upper_teeth_y = lm[62, 1] - 0.05
-        self.mouth_loop = top.fills[2].loop
         self.lower_lip_idx = m.landmarks68[66]
         self.plate, self.plate_depth = self._static_plate()
+        # neck skinning: the neck's base stays in the collar while the head turns
+        w = _smoothstep(NECK_CUT_Y, NECK_BLEND_Y, self.v_id[:, 1])
+        self.neck_idx = np.flatnonzero(w < 1)
+        self.neck_w = w[self.neck_idx, None]
+        self.cam_from_body = camera_from_head(np.eye(3), np.zeros(3), self.t_cam)
+        # (V + n_fill, 1): 0 on the mesh, 0..1 from a hole's rim to its centre on the fills
+        self.ring_a = np.concatenate([np.zeros(len(self.v_id)), top.fill_ring_a])[:, None]
 
     # -- static parts
     def _static_plate(self) -> tuple[np.ndarray, np.ndarray]:
@@ -484,17 +494,30 @@ class HeadRenderer:
     def head_vertices(self, expression: np.ndarray) -> np.ndarray:
         """Head-space vertices incl. fill vertices (V + n_fill, 3) for expression (E,)."""
         ex = np.asarray(expression, np.float64)[self.used]
-        v = self.v_id + (ex @ self.modes).reshape(-1, 3)
+        v = self.v_id.reshape(-1).copy()
+        for k in np.flatnonzero(ex):  # axpy per active blendshape (no threaded BLAS)
+            v += ex[k] * self.modes[k]
+        v = v.reshape(-1, 3)
         fill = self.top.fill_M @ v + self.top.fill_offset
         return np.concatenate([v, fill])
+
+    def camera_vertices(self, expression: np.ndarray, cam_from_head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Head-space and camera-space vertices, each (V + n_fill, 3), as rendered.
+
+        Camera-space = cam_from_head applied to head-space, except the neck below
+        NECK_BLEND_Y, which blends into the torso's frame.
+        """
+        vh = self.head_vertices(expression)
+        vc = raster.transform(vh, cam_from_head)
+        body = raster.transform(vh[self.neck_idx], self.cam_from_body)
+        vc[self.neck_idx] = self.neck_w * vc[self.neck_idx] + (1 - self.neck_w) * body
+        return vh, vc
 
     def render(self, expression: np.ndarray, cam_from_head: np.ndarray) -> np.ndarray:
         """One frame (H, W, 3) uint8 for expression (E,) and camera_from_head (4, 4)."""
         top = self.top
         H = W = self.size
-        vh = self.head_vertices(expression)
-        Rc, tc = cam_from_head[:3, :3], cam_from_head[:3, 3]
-        vc = vh @ Rc.T + tc
+        vh, vc = self.camera_vertices(expression, cam_from_head)
         px = raster.project(vc, self.K)
         tid, bary = raster.rasterize(px, top.tris, H, W)
         out = self.plate.copy()
@@ -519,7 +542,7 @@ class HeadRenderer:
         if special.any():
             ts, bs = t[special], b[special]
             pos = raster.interpolate_at(vh, top.tris, ts, bs)
-            ring = raster.interpolate_at(self._ring_a_all(), top.tris, ts, bs)[:, 0]
+            ring = raster.interpolate_at(self.ring_a, top.tris, ts, bs)[:, 0]
             shade = raster.interpolate_at(diffuse[:, None], top.tris, ts, bs)[:, 0]
             alb = np.zeros((len(ts), 3))
             for name, (s, e) in top.fill_tri_ranges.items():
@@ -530,13 +553,6 @@ class HeadRenderer:
             pix[special] = alb * shade[:, None]
         out.reshape(-1, 3)[cov] = np.clip(pix * 255 + 0.5, 0, 255).astype(np.uint8)
         return out
-
-    @functools.cached_property
-    def _ring_a_cache(self) -> np.ndarray:
-        return np.concatenate([np.zeros(len(self.v_id)), self.top.fill_ring_a])[:, None]
-
-    def _ring_a_all(self) -> np.ndarray:
-        return self._ring_a_cache
 
     def _eye_albedo(self, pos: np.ndarray, ring: np.ndarray, name: str) -> np.ndarray:
         """Sclera / iris / pupil by the distance from the iris centre in head-space xy."""
@@ -555,9 +571,14 @@ class HeadRenderer:
         lower_lip_y = vh[self.lower_lip_idx, 1]
         upper = pos[:, 1] > self.upper_teeth_y - 0.85
         lower = pos[:, 1] < lower_lip_y + 0.45
-        teeth = (upper | lower) & (ring < 0.5) & (np.abs(pos[:, 0]) < 2.1)
-        tcol = np.array([0.9, 0.87, 0.78]) * (1 - 0.6 * ring)[:, None]
+        teeth = (upper | lower) & (ring < 0.55) & (np.abs(pos[:, 0]) < 1.8)
+        tcol = np.array([0.86, 0.83, 0.74]) * (1 - 0.9 * ring)[:, None]
         return np.where(teeth[:, None], tcol, cavity)
+
+
+def _dot3(v: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """(N, 3) . (3,) -> (N,) without BLAS."""
+    return v[:, 0] * d[0] + v[:, 1] * d[1] + v[:, 2] * d[2]
 
 
 def _vertex_normals(verts: np.ndarray, tris: np.ndarray, incidence: sparse.csr_matrix) -> np.ndarray:

@@ -194,7 +194,10 @@ def param_notes(param: typing.Any) -> list[str]:
             notes.append(f"default: {default}")
     lo, hi = getattr(param, "min", None), getattr(param, "max", None)
     if lo is not None or hi is not None:
-        notes.append("range: " + (f"{lo} <= x" if lo is not None else "x") + (f" <= {hi}" if hi is not None else ""))
+        if lo is not None and hi is not None:
+            notes.append(f"range: {lo} <= x <= {hi}")
+        else:
+            notes.append(f"range: x >= {lo}" if lo is not None else f"range: x <= {hi}")
     envvar = getattr(param, "envvar", None)
     if envvar:
         notes.append("env: " + (envvar if isinstance(envvar, str) else ", ".join(envvar)))
@@ -250,7 +253,13 @@ def render_arguments(params: list) -> list[str]:
 
 
 def usage_args(params: list) -> str:
+    """Required options, [OPTIONS], then the arguments."""
     parts = []
+    for p in params:
+        if p.param_type_name == "option" and p.required and not getattr(p, "hidden", False):
+            opt = sorted(p.opts, key=lambda o: (o.startswith("--"), o))[0]
+            parts.append(f"{bold(opt)} {ital(type_label(p))}")
+    parts.append(f"[{ital('OPTIONS')}]")
     for p in params:
         if getattr(p, "hidden", False) or p.param_type_name != "argument":
             continue
@@ -289,7 +298,9 @@ def command_page(path: tuple[str, ...], cmd: typing.Any, root: typing.Any, all_p
     sub = " ".join(bold(p) for p in path)
     is_group = bool(getattr(cmd, "commands", None))
     tail = ital("COMMAND") + " [" + ital("ARGS") + "]..." if is_group else usage_args(cmd.params)
-    lines += [f"{bold(PROG)} [{ital('GLOBAL OPTIONS')}] {sub} [{ital('OPTIONS')}] {tail}".rstrip()]
+    if is_group:
+        tail = f"[{ital('OPTIONS')}] {tail}"
+    lines += [f"{bold(PROG)} [{ital('GLOBAL OPTIONS')}] {sub} {tail}"]
     lines += section("description") + render_help(cmd.help)
     args = render_arguments(cmd.params)
     if args:

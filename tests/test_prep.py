@@ -180,6 +180,29 @@ def test_head_mask_is_inside_person_and_covers_the_face():
     assert head_mask(None, person.copy()).max() == 0
 
 
+# ----------------------------------------------------------------------------- synthetic clip
+
+@needs_mediapipe
+def test_synthetic_talking_head(synth_clip, tmp_path):
+    out = tmp_path / "syn.h5"
+    res = run(synth_clip["video"], "-o", out, "--size", "256")
+    assert res.exit_code == 0, res.stderr
+    summary = json.loads(res.stdout)
+    n = synth_clip["frames"]
+    assert summary["frames"] == n and summary["fps"] == 25.0 and summary["has_audio"]
+    assert summary["valid_fraction"] == 1.0
+    _check_store(out, n, 256, audio=True)
+    with h5py.File(out) as f:
+        assert list(f["frames"].attrs["crop_box"]) == [0, 0, 256]
+        # the synthetic head's backdrop is a smooth colour: the plate is, too
+        assert np.abs(np.diff(f["background"][()].astype(float), axis=0)).mean() < 3
+    # the stored frames are the video's frames (lossless store, 1:1 crop)
+    from minerf_cli.video import read_frames
+    first = next(read_frames(Path(synth_clip["video"])))
+    with h5py.File(out) as f:
+        np.testing.assert_array_equal(f["frames"][0], first)
+
+
 # ----------------------------------------------------------------------------- real clips
 
 def _check_store(path: Path, n: int, size: int, audio: bool) -> None:
