@@ -65,10 +65,10 @@ fi
 
 # 2. minerf and its real dependencies (one OpenCV: opencv-contrib-python-headless).
 if [ "$editable" = 1 ]; then
-    say "installing minerf (editable) ${extras:+with $extras}"
+    say "installing minerf (editable)${extras:+ with $extras}"
     pip_install -e ".$extras"
 else
-    say "installing minerf ${extras:+with $extras}"
+    say "installing minerf${extras:+ with $extras}"
     pip_install ".$extras"
 fi
 
@@ -81,7 +81,9 @@ pip_install --no-deps "$MEDIAPIPE_SPEC"
 # 4. Verify: imports, a working face mesh, one headless OpenCV build, the console script.
 log=$(mktemp)
 trap 'rm -f "$log" "$log.out"' EXIT
-if ! "$PY" - >"$log.out" 2>"$log" <<'EOF'
+# (From another directory: in the checkout, `import minerf_cli` would find the source tree,
+# not what was installed.)
+if ! (cd "${TMPDIR:-/tmp}" && "$PY" - >"$log.out" 2>"$log") <<'EOF'
 import json, subprocess, sys
 
 problems = []
@@ -94,7 +96,7 @@ if others:
         "more than one OpenCV build is installed (" + ", ".join(others) + " besides "
         "opencv-contrib-python-headless); they overwrite each other's cv2. Fix: pip uninstall -y "
         + " ".join(others) + " opencv-contrib-python-headless && pip install --no-deps "
-        "opencv-contrib-python-headless")
+        "'opencv-contrib-python-headless>=4.8,<4.12'")
 if "opencv-contrib-python-headless" not in listed:
     problems.append("opencv-contrib-python-headless is not installed")
 
@@ -107,9 +109,11 @@ with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmark
     pass
 with face_detection.FaceDetection(model_selection=1), selfie_segmentation.SelfieSegmentation(model_selection=1):
     pass
+import shutil, sysconfig
 import minerf_cli
-out = subprocess.run([sys.executable, "-c", "from minerf_cli.app import main; main()", "--version"],
-                     capture_output=True, text=True)
+script = shutil.which("minerf", path=sysconfig.get_path("scripts"))
+cmd = [script] if script else [sys.executable, "-c", "from minerf_cli.app import main; main()"]
+out = subprocess.run([*cmd, "--version"], capture_output=True, text=True)
 if out.returncode != 0 or minerf_cli.__version__ not in out.stdout:
     problems.append(f"`minerf --version` failed: {out.stdout.strip()} {out.stderr.strip()}")
 if problems:

@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from minerf_cli.output import command, emit_json
-from minerf_cli.prep import PrepOptions, prep as run_prep
 
 
 @command
@@ -32,7 +31,10 @@ def prep(
 
     Example: minerf prep talk.mp4 -o talk.h5 --size 512 | jq .valid_fraction
     """
-    opts = PrepOptions(size=size, start=start, end=end, max_frames=max_frames, fps=fps, min_valid=min_valid, force=force)
+    from minerf_cli.prep import PrepOptions, prep as run_prep  # heavy imports: only when run
+
+    opts = PrepOptions(size=size, start=start, end=end, max_frames=max_frames, fps=fps,
+                       min_valid=min_valid, force=force)
     emit_json(run_prep(video, output, opts))
 
 

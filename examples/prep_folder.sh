@@ -32,7 +32,9 @@ one_clip() {
     name=${name%.*}
     store="$store_dir/$name.h5"
     if [ -e "$store" ]; then
-        if minerf -q info "$store" 2>/dev/null | python3 -c 'import json, sys; sys.exit("tracking" not in json.load(sys.stdin)["nodes"])'; then
+        local info
+        info=$(minerf -q info "$store") || return 1  # an unreadable store: its error is on stderr
+        if python3 -c 'import json, sys; sys.exit("tracking" not in json.loads(sys.argv[1])["nodes"])' "$info"; then
             echo "prep_folder.sh: $store: done already, skipped" >&2
             return 0
         fi

@@ -73,7 +73,8 @@ class ChunkWriter:
         if self._error is not None:
             raise self._error
         if array.shape != dset.chunks[1:] or array.dtype != dset.dtype:
-            raise ValueError(f"{dset.name}: chunk of shape {array.shape} {array.dtype}, expected {dset.chunks[1:]} {dset.dtype}")
+            raise ValueError(f"{dset.name}: chunk of shape {array.shape} {array.dtype}, "
+                             f"expected {dset.chunks[1:]} {dset.dtype}")
         self._queue.put((dset, index, array))
 
     def _run(self) -> None:

@@ -53,6 +53,30 @@ def euler_pitch_yaw_roll(camera_from_head: np.ndarray) -> np.ndarray:
     return ang.reshape(*shape, 3)
 
 
+def relative_to_ray(camera_from_head: np.ndarray) -> np.ndarray:
+    """Head rotation relative to the camera ray through the head origin, (..., 4, 4) -> same.
+
+    A head that moves across the image while keeping its orientation in the camera frame
+    is seen from a changing direction; face-crop trackers (e.g. Deep3DFaceRecon, which
+    re-centres every frame) report the pose relative to that viewing ray. This removes the
+    rotation taking the optical axis onto the ray (minimal rotation), keeping translation.
+    """
+    from scipy.spatial.transform import Rotation
+
+    M = np.asarray(camera_from_head, np.float64)
+    shape = M.shape[:-2]
+    M = M.reshape(-1, 4, 4)
+    t = M[:, :3, 3]
+    d = t / np.linalg.norm(t, axis=1, keepdims=True)
+    axis = np.cross(np.array([0.0, 0.0, 1.0]), d)
+    s = np.linalg.norm(axis, axis=1, keepdims=True)
+    angle = np.arctan2(s, d[:, 2:3])
+    look = Rotation.from_rotvec(axis / np.maximum(s, 1e-12) * angle).as_matrix()
+    out = M.copy()
+    out[:, :3, :3] = np.einsum("nji,njk->nik", look, M[:, :3, :3])
+    return out.reshape(*shape, 4, 4).astype(np.float32)
+
+
 def rigid(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
     """(..., 3, 3) + (..., 3) -> (..., 4, 4) rigid transforms."""
     shape = rotation.shape[:-2]

@@ -3,10 +3,11 @@
 - person: selfie segmentation probability, upscaled to the frame and thresholded; the
   head mask is added to it so that head is always a subset of person.
 - head: the convex hull of the face-mesh landmarks (which stops at mid-forehead), plus
-  the person pixels above the jaw line within a band around the face: the forehead and
-  the hair. Frames without landmarks get an empty head mask.
+  the person pixels above the jaw line (jaw angle to jaw angle) within a band around the
+  face: the forehead, the hair and the ears. Frames without landmarks get an empty mask.
 - background: per-pixel median of sampled frames where the (dilated) person mask is off;
-  pixels the person covers in every sample are inpainted (cv2.inpaint, Telea).
+  pixels seen in too few samples (the person covers them nearly always) are inpainted
+  (cv2.inpaint, Telea, at low resolution).
 """
 
 from __future__ import annotations

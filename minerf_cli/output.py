@@ -55,7 +55,9 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return _jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        return _jsonable(obj.item())
+    if isinstance(obj, bytes):  # h5py gives fixed-length string attributes as bytes
+        return obj.decode("utf-8", "replace")
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj

@@ -73,8 +73,12 @@ class FitConfig:
     iterations: int = 3  # per-frame Gauss-Newton iterations on all frames
     key_frames: int = 80
     identity_reg: float = 0.05  # weight of ||id||^2 against the mean squared px error
-    expression_l1: float = 0.02  # L1 on the blendshapes (they are >= 0), same units
+    expression_l1: float = 0.2  # L1 on the blendshapes (they are >= 0), same units
     huber_px: float = 3.0
+    # blendshapes not fitted (kept 0): gaze moves the eyeballs, which landmarks do not see
+    fixed: tuple[str, ...] = ("eyeLookDown_L", "eyeLookDown_R", "eyeLookIn_L", "eyeLookIn_R",
+                              "eyeLookOut_L", "eyeLookOut_R", "eyeLookUp_L", "eyeLookUp_R",
+                              "cheekPuff_L", "cheekPuff_R")
     smooth_pose_s: float = 0.04  # Gaussian sigma (seconds) on pose
     smooth_expression_s: float = 0.04  # on eye/brow/other blendshapes
     smooth_mouth_s: float = 0.0  # on mouth/jaw blendshapes (0 = keep speech motion as tracked)
@@ -227,14 +231,19 @@ class _Problem:
         w = w * self.valid[frames, None]
         return w / self.w.sum()
 
+    def _normal_equations(self, J, res, w):
+        """J (N,2L,P), res (N,L,2), w (N,L) -> A (N,P,P), b (N,P) of 1/2 sum w |res + J d|^2."""
+        Jw = J * w.repeat_interleave(2, dim=1)[..., None]
+        A = Jw.transpose(1, 2) @ J
+        b = (Jw.transpose(1, 2) @ res.reshape(len(J), -1, 1)).squeeze(-1)
+        return A, b
+
     def frame_step(self, R, t, ex, ident, f, frames):
-        """One Gauss-Newton step on each frame's pose and blendshapes."""
+        """One joint Gauss-Newton step on each frame's pose (6) and blendshapes (E, in [0, 1])."""
         P = self.points(ident, ex)
         Rp = P @ R.transpose(1, 2)
-        cam = Rp + t[:, None]
-        uv, jac = self.project(cam, f)
+        uv, jac = self.project(Rp + t[:, None], f)
         res = uv - self.obs[frames]
-        w = self.irls(res, frames)
         n, L = P.shape[:2]
         E = ex.shape[1]
         dcam = torch.empty(n, L, 3, 6 + E, dtype=P.dtype, device=P.device)
@@ -243,18 +252,14 @@ class _Problem:
         # R @ EX_l for every landmark in one batched matmul: (N,3,3) @ (3, L*E)
         ex_flat = self.exb.permute(2, 1, 0).reshape(3, L * E)
         dcam[..., 6:] = (R @ ex_flat).reshape(n, 3, L, E).transpose(1, 2)
-        J = self.chain(jac, dcam)  # (N, 2L, P)
-        wr = w.repeat_interleave(2, dim=1)
-        Jw = J * wr[..., None]
-        A = Jw.transpose(1, 2) @ J
-        b = (Jw.transpose(1, 2) @ res.reshape(n, -1, 1)).squeeze(-1)
-        b[:, 6:] += 0.5 * self.cfg.expression_l1
-        damp = torch.cat([torch.full((6,), 1e-6), torch.full((E,), 1e-4)]).to(A)
+        A, b = self._normal_equations(self.chain(jac, dcam), res, self.irls(res, frames))
+        b[:, 6:] += 0.5 * self.cfg.expression_l1 * self.active
+        damp = torch.cat([torch.full((6,), 1e-6).to(A), 1e-4 + 1e6 * (1 - self.active)])
         A = A + torch.diag_embed(damp.expand(n, -1))
         big = torch.full((n, 6), 1e30, dtype=A.dtype, device=A.device)
         delta = box_qp(A, b, torch.cat([-big, -ex], 1), torch.cat([big, 1 - ex], 1))
-        R_new = axis_angle_to_matrix(delta[:, :3]) @ R
-        return R_new, t + delta[:, 3:6], (ex + delta[:, 6:]).clamp(0, 1)
+        ex = (ex + delta[:, 6:]).clamp(0, 1) * self.active
+        return axis_angle_to_matrix(delta[:, :3]) @ R, t + delta[:, 3:6], ex
 
     def global_step(self, R, t, ex, ident, log_f, frames, fit_focal):
         """One Gauss-Newton step on the identity (and log focal) over ``frames``."""
@@ -294,6 +299,18 @@ class _Problem:
         return (d * used).sum(-1) / used.sum()
 
 
+def _solve_frames(prob: _Problem, R, t, ex, ident, f, frames, iterations: int, chunk: int = 256):
+    """Gauss-Newton iterations on every frame's pose and blendshapes, in chunks of frames."""
+    R, t, ex = R.clone(), t.clone(), ex.clone()
+    for start in range(0, len(frames), chunk):
+        sl = slice(start, start + chunk)
+        Rc, tc, exc, fr = R[sl], t[sl], ex[sl], frames[sl]
+        for _ in range(iterations):
+            Rc, tc, exc = prob.frame_step(Rc, tc, exc, ident, f, fr)
+        R[sl], t[sl], ex[sl] = Rc, tc, exc
+    return R, t, ex
+
+
 def _smooth(values: np.ndarray, sigma_frames: float) -> np.ndarray:
     if sigma_frames <= 0.05 or len(values) < 3:
         return values
@@ -316,7 +333,8 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
     n = landmarks.shape[0]
     if not valid.any():
         raise ValueError("no frame has landmarks")
-    lm2d = np.asarray(landmarks[:, corr.landmark, :2], np.float64)  # (N,L,2)
+    # invalid frames may hold NaN landmarks: zero them (their weight is 0 everywhere)
+    lm2d = np.nan_to_num(np.asarray(landmarks[:, corr.landmark, :2], np.float64))  # (N,L,2)
     mean, id_basis, ex_basis = landmark_basis(model, corr)
     center = np.array([size / 2, size / 2])
     E = ex_basis.shape[0]
@@ -330,9 +348,10 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
 
     prob = _Problem(mean, id_basis, ex_basis, corr.weight, lm2d, valid, center, cfg)
     T = prob.T
+    prob.active = T([0.0 if nm in cfg.fixed else 1.0 for nm in model.expression_names])
     R_all = axis_angle_to_matrix(T(rvec))
     t_all = T(tvec)
-    ex_all = torch.full((n, E), 0.02, dtype=torch.float64, device=R_all.device)
+    ex_all = 0.02 * prob.active.expand(n, E).clone()
     ident = torch.zeros(id_basis.shape[0], dtype=torch.float64, device=R_all.device)
     log_f = T(math.log(focal0))
 
@@ -341,8 +360,7 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
     keys = torch.as_tensor(vidx[np.linspace(0, len(vidx) - 1, min(cfg.key_frames, len(vidx))).astype(int)])
     Rk, tk, exk = R_all[keys], t_all[keys], ex_all[keys]
     for _ in range(cfg.rounds):
-        for _ in range(2):
-            Rk, tk, exk = prob.frame_step(Rk, tk, exk, ident, torch.exp(log_f), keys)
+        Rk, tk, exk = _solve_frames(prob, Rk, tk, exk, ident, torch.exp(log_f), keys, 2)
         ident, log_f = prob.global_step(Rk, tk, exk, ident, log_f, keys, cfg.focal is None)
         done += 1
         if progress:
@@ -357,11 +375,10 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
     t_all = T(_fill_invalid(tvec, valid))
     frames = torch.arange(n)
     for _ in range(cfg.iterations):
-        R_all, t_all, ex_all = prob.frame_step(R_all, t_all, ex_all, ident, f, frames)
+        R_all, t_all, ex_all = _solve_frames(prob, R_all, t_all, ex_all, ident, f, frames, 1)
         done += 1
         if progress:
             progress(done, total)
-
     # 3) invalid frames interpolated, then temporal smoothing (mouth kept sharp)
     from .geometry import matrix_to_axis_angle
 

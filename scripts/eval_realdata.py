@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from minerf_cli.fit3dmm import fit_store
-from minerf_cli.geometry import euler_pitch_yaw_roll
+from minerf_cli.geometry import euler_pitch_yaw_roll, relative_to_ray
 from minerf_cli.prep import PrepOptions, prep
 from minerf_cli.tracking import FitConfig
 
@@ -34,8 +34,13 @@ def angle_correlations(store_path: Path, mat_path: Path) -> dict:
     coeff = loadmat(mat_path)["coeff"]
     ref = coeff[:, 224:227]  # pitch, yaw, roll
     with h5py.File(store_path, "r") as f:
-        ours = euler_pitch_yaw_roll(f["tracking/camera_from_head"][...])
+        M = f["tracking/camera_from_head"][...]
         valid = f["landmarks/valid"][...]
+    # Deep3DFaceRecon re-centres every frame: compare head rotation relative to the viewing ray
+    ours = euler_pitch_yaw_roll(relative_to_ray(M))
+    # the videos carry extra frames at the START (best alignment found at offset 2 for every clip)
+    offset = max(len(ours) - len(ref), 0)
+    ours, valid = ours[offset:], valid[offset:]
     n = min(len(ref), len(ours))
     ours, ref, valid = ours[:n], ref[:n], valid[:n]
     out = {}
@@ -44,6 +49,7 @@ def angle_correlations(store_path: Path, mat_path: Path) -> dict:
         out[name] = round(float(np.corrcoef(a, b)[0, 1]), 4)
         out[f"{name}_std_deg"] = [round(float(np.degrees(a.std())), 2), round(float(np.degrees(b.std())), 2)]
     out["frames_compared"] = int(valid.sum())
+    out["frame_offset"] = offset
     return out
 
 

@@ -297,9 +297,7 @@ def command_page(path: tuple[str, ...], cmd: typing.Any, root: typing.Any, all_p
     lines += section("synopsis")
     sub = " ".join(bold(p) for p in path)
     is_group = bool(getattr(cmd, "commands", None))
-    tail = ital("COMMAND") + " [" + ital("ARGS") + "]..." if is_group else usage_args(cmd.params)
-    if is_group:
-        tail = f"[{ital('OPTIONS')}] {tail}"
+    tail = f"[{ital('OPTIONS')}] {ital('COMMAND')} [{ital('ARGS')}]..." if is_group else usage_args(cmd.params)
     lines += [f"{bold(PROG)} [{ital('GLOBAL OPTIONS')}] {sub} {tail}"]
     lines += section("description") + render_help(cmd.help)
     args = render_arguments(cmd.params)
@@ -316,7 +314,7 @@ def command_page(path: tuple[str, ...], cmd: typing.Any, root: typing.Any, all_p
                       f" See {bold(page_name(path + (sub_name,)))}(1)."]
     lines += exit_status()
     see = [PROG] + [page_name(p) for p, _ in all_paths if p != path]
-    lines += see_also(see, store=True)
+    lines += see_also(see)
     return "\n".join(lines) + "\n"
 
 
@@ -327,10 +325,8 @@ def exit_status() -> list[str]:
     return lines
 
 
-def see_also(pages1: list[str], store: bool) -> list[str]:
-    refs = [f"{bold(p)}(1)" for p in pages1]
-    if store:
-        refs.append(f"{bold(PROG + '-store')}(5)")
+def see_also(pages1: list[str]) -> list[str]:
+    refs = [f"{bold(p)}(1)" for p in pages1] + [f"{bold(PROG + '-store')}(5)"]
     refs += [f"{bold('h5ls')}(1)", f"{bold('jq')}(1)"]
     return section("see also") + [",\n".join(refs)]
 
@@ -366,7 +362,7 @@ def main_page(root: typing.Any, all_paths: list) -> str:
             "Image landmarks are in pixels of the stored square crop."),
     ]
     lines += exit_status()
-    lines += see_also([page_name(p) for p, _ in all_paths], store=True)
+    lines += see_also([page_name(p) for p, _ in all_paths])
     return "\n".join(lines) + "\n"
 
 

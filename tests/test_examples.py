@@ -70,6 +70,9 @@ def test_synthetic_pipeline(pipeline):
     assert sum(r.get("command") == "fit3dmm" for r in records) == len(videos)
     infos = [r for r in records if r.get("format") == "minerf-store"]
     assert len(infos) == len(stores)
+    for info in infos:  # `minerf info` shows what fit3dmm added, string attributes as JSON strings
+        names = info["nodes"]["tracking"]["attrs"]["expression_names"]
+        assert len(names) == 53 and "jawOpen" in names
     for store in stores:
         with h5py.File(store, "r") as f:
             for node in ("frames", "landmarks", "masks", "background", "tracking"):
@@ -86,22 +89,28 @@ def test_prep_folder_skips_done_stores(pipeline):
 
 
 def test_prep_folder_reports_a_bad_clip_and_goes_on(pipeline, tmp_path):
+    """A corrupt video fails alone; a store without /tracking gets fit3dmm only."""
     out, _ = pipeline
-    videos = tmp_path / "videos"
+    videos, stores = tmp_path / "videos", tmp_path / "stores"
     videos.mkdir()
+    stores.mkdir()
     good = sorted((out / "videos").glob("*.mp4"))[0]
     shutil.copy(good, videos / "good.mp4")
+    shutil.copy(out / "stores" / f"{good.stem}.h5", stores / "good.h5")
+    with h5py.File(stores / "good.h5", "r+") as f:
+        del f["tracking"]  # as if fit3dmm had not run yet
     (videos / "bad.mp4").write_bytes(b"this is not a video\n" * 100)
-    stores = tmp_path / "stores"
     env = {**_env(), "MINERF_PREP_ARGS": PREP_ARGS}
     proc = subprocess.run(["bash", str(EXAMPLES / "prep_folder.sh"), str(videos), str(stores), "2"],
                           capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 1, proc.stderr
     assert "bad.mp4: failed" in proc.stderr
+    assert "good.h5 exists without /tracking: running fit3dmm only" in proc.stderr
     assert sorted(p.name for p in stores.iterdir()) == ["good.h5"]  # nothing left behind for bad.mp4
     records = _json_lines(proc.stdout)
-    assert {r["command"] for r in records} == {"prep", "fit3dmm"}
-    assert all(r["video"].endswith("good.mp4") for r in records)
+    assert [(r["command"], Path(r["video"]).name) for r in records] == [("fit3dmm", "good.mp4")]
+    with h5py.File(stores / "good.h5", "r") as f:
+        assert "tracking" in f
 
 
 def test_scripts_print_usage_on_bad_arguments():
