@@ -263,12 +263,10 @@ def test_real_clip(tmp_path):
         assert f["frames"].attrs["start_time"] == 1.0
 
 
-@realdata
-@needs_real
 @needs_mediapipe
-def test_clip_without_audio_is_accepted_with_a_warning(tmp_path):
+def test_clip_without_audio_is_accepted_with_a_warning(synth_clip, tmp_path):
     silent = tmp_path / "silent.mkv"
-    ffmpeg("-i", str(VIDEOS / REAL_CLIP), "-t", "1", "-an", "-c:v", "copy", str(silent))
+    ffmpeg("-i", str(synth_clip["video"]), "-t", "1", "-an", "-c:v", "copy", str(silent))
     out = tmp_path / "silent.h5"
     res = run(silent, "-o", out, "--size", "128")
     assert res.exit_code == 0, res.stderr
@@ -278,24 +276,20 @@ def test_clip_without_audio_is_accepted_with_a_warning(tmp_path):
     _check_store(out, summary["frames"], 128, audio=False)
 
 
-@realdata
-@needs_real
 @needs_mediapipe
-def test_two_faces_are_refused(tmp_path):
+def test_two_faces_are_refused(synth_clip, tmp_path):
     two = tmp_path / "two.mp4"
-    ffmpeg("-i", str(VIDEOS / REAL_CLIP), "-t", "1", "-filter_complex", "[0:v][0:v]hstack", "-an", str(two))
+    ffmpeg("-i", str(synth_clip["video"]), "-t", "1", "-filter_complex", "[0:v][0:v]hstack", "-an", str(two))
     res = run(two, "-o", tmp_path / "two.h5")
     assert res.exit_code == 1
     assert "2 faces in frames" in res.stderr and str(two) in res.stderr
     assert leftovers(tmp_path) == []
 
 
-@realdata
-@needs_real
 @needs_mediapipe
-def test_face_lost_too_often_is_refused(tmp_path):
+def test_face_lost_too_often_is_refused(synth_clip, tmp_path):
     half = tmp_path / "half.mp4"
-    ffmpeg("-i", str(VIDEOS / REAL_CLIP), "-t", "2", "-vf", "drawbox=enable='gte(t,1)':color=black:t=fill",
+    ffmpeg("-i", str(synth_clip["video"]), "-t", "1", "-vf", "drawbox=enable='gte(t,0.5)':color=black:t=fill",
            str(half))
     res = run(half, "-o", tmp_path / "half.h5", "--size", "128")
     assert res.exit_code == 1
