@@ -9,7 +9,6 @@ import typer
 
 from minerf_cli.errors import UsageError
 from minerf_cli.output import command, emit_json, progress_bar
-from minerf_cli.synth import synthesize
 
 
 @command
@@ -38,6 +37,8 @@ def synth(
         raise UsageError(f"{output}: directory is not empty (use --force to write into it)")
     if not output.parent.exists():
         raise UsageError(f"{output}: directory {output.parent} does not exist")
+    from minerf_cli.synth import synthesize  # heavy (scipy): imported only when the command runs
+
     total = ids * max(int(round(seconds * fps)), 1)
     t0 = time.perf_counter()
     with progress_bar("synth", total) as bar:
