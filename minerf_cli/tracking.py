@@ -36,12 +36,14 @@ from .geometry import FLIP, axis_angle_to_matrix, intrinsics, rigid
 
 @dataclass(frozen=True)
 class Correspondence:
-    """Mediapipe landmark -> ICT surface point."""
+    """Mediapipe landmark -> ICT surface point (plus a learnt offset that depends on the identity)."""
 
     landmark: np.ndarray  # (L,) int32 mediapipe indices
     tri_vertices: np.ndarray  # (L, 3) int32 ICT vertex indices
     bary: np.ndarray  # (L, 3) float32 barycentric weights
     weight: np.ndarray  # (L,) float32 data-term weight per landmark
+    offset: np.ndarray | None = None  # (L,3) float32 head-space offset (cm) added to the surface point
+    identity_offset: np.ndarray | None = None  # (I,L,3) float32 offset (cm) per identity coefficient
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,16 +55,28 @@ def load_correspondence() -> Correspondence:
             tri_vertices=d["tri_vertices"].astype(np.int64),
             bary=d["bary"].astype(np.float32),
             weight=d["weight"].astype(np.float32),
+            offset=d["offset"].astype(np.float32) if "offset" in d else None,
+            identity_offset=d["identity_offset"].astype(np.float32) if "identity_offset" in d else None,
         )
 
 
 def landmark_basis(model: FaceModel, corr: Correspondence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The model restricted to the landmarks: mean (L,3), identity (I,L,3), expression (E,L,3)."""
+    """The model restricted to the landmarks: mean (L,3), identity (I,L,3), expression (E,L,3).
+
+    Mediapipe's landmarks follow a face's shape only partly, so the correspondence adds a
+    constant offset and one linear in the identity (learnt on synthetic renders) to the
+    surface points: the effective landmark identity basis differs from the surface's.
+    """
 
     def at(arr: np.ndarray) -> np.ndarray:  # (..., V, 3) -> (..., L, 3)
         return (arr[..., corr.tri_vertices, :] * corr.bary[..., None]).sum(-2)
 
-    return at(model.neutral), at(model.identity_modes), at(model.expression_modes)
+    mean, ident = at(model.neutral), at(model.identity_modes)
+    if corr.offset is not None:
+        mean = mean + corr.offset
+    if corr.identity_offset is not None:
+        ident = ident + corr.identity_offset
+    return mean, ident, at(model.expression_modes)
 
 
 

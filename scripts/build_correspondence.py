@@ -1,6 +1,6 @@
 """Build the mediapipe-landmark -> ICT-surface correspondence shipped as package data.
 
-    python scripts/build_correspondence.py [--ids 8 --seconds 6 --seed 100]
+    python scripts/build_correspondence.py [--ids 40 --seconds 2 --seed 100 --ridge 0.1]
 
 1. Render synthetic talking heads with known identity, pose and expression (minerf_cli.synth).
 2. Run `prep` on them: the same face mesh, crop and landmark convention as on real video.
@@ -10,7 +10,11 @@
    radius, then barycentric grids in the triangles around the best vertex) for the point
    whose ground-truth projections best match the detected landmark over all frames.
 5. Weight each landmark by its residual (silhouette points that slide with yaw get less
-   weight) and write minerf_cli/data/mediapipe_ict_correspondence.npz.
+   weight).
+6. Identity correction: mediapipe leans towards its own mean face, so the detected points
+   move less with the identity than the surface points do. Fit, per landmark, a head-space
+   offset = constant + linear in the identity coefficients (ridge least squares over all
+   frames, many identities) and write minerf_cli/data/mediapipe_ict_correspondence.npz.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def collect(ids: int, seconds: float, seed: int, size: int, workdir: Path):
     model = load_face_model()
     clips = synthesize(workdir, ids=ids, seconds=seconds, size=size, fps=25, seed=seed)
     lms, projs, seeds = [], [], []
+    params = {"identity": [], "expression": [], "rotation": [], "translation": [], "K": []}
     for clip in clips:
         store_path = workdir / (Path(clip["video"]).stem + ".h5")
         prep(Path(clip["video"]), store_path, PrepOptions(size=size))
@@ -65,6 +70,8 @@ def collect(ids: int, seconds: float, seed: int, size: int, workdir: Path):
             px = project(cam[i], K)
             lms.append(lm[i])
             projs.append(px[:, :2].astype(np.float32))
+            for key, value in zip(params, (gt["identity"], gt["expression"][i], M[i, :3, :3], M[i, :3, 3], K)):
+                params[key].append(value)
             if i % 5 == 0:
                 tri_id, _ = rasterize(px, model.triangles, size, size)
                 pts = lm[i].astype(np.float64)
@@ -78,7 +85,7 @@ def collect(ids: int, seconds: float, seed: int, size: int, workdir: Path):
                 tv = model.triangles[tids[ok]]
                 neutral[ok] = (model.neutral[tv] * bary[ok][..., None]).sum(1)
                 seeds.append(neutral)
-    return np.stack(lms), np.stack(projs), np.stack(seeds)
+    return np.stack(lms), np.stack(projs), np.stack(seeds), {k: np.stack(v) for k, v in params.items()}
 
 
 def refine(lms, projs, seeds, radius_cm: float = 1.5, grid: int = 8):
@@ -110,24 +117,83 @@ def refine(lms, projs, seeds, radius_cm: float = 1.5, grid: int = 8):
     return out_tv, out_b, rms
 
 
+def identity_correction(lms, params, tv, bary, weight, ridge: float = 0.1, clip_px: float = 8.0):
+    """Offsets of the landmark points (head space, cm) linear in the identity.
+
+    Mediapipe's landmarks follow a face's shape only partly (they lean towards its own
+    mean face), so a fixed surface point per landmark leaves an identity-dependent error
+    that the fit otherwise absorbs into the head pose (a pitch bias of several degrees).
+    Model: detected = project(X_l(id, ex) + c_l + id . D_l) and solve, per landmark, the
+    ridge least squares for c_l (3,) and D_l (I, 3) over all frames, linearising the
+    projection at the ground truth. Returns c (L,3) and D (I,L,3).
+    """
+    model = load_face_model()
+
+    def at(arr):
+        return (arr[..., tv, :] * bary[..., None]).sum(-2)
+
+    mean, idb, exb = at(model.neutral), at(model.identity_modes), at(model.expression_modes)
+    pts = mean + np.einsum("fi,ilc->flc", params["identity"], idb) + np.einsum("fe,elc->flc", params["expression"], exb)
+    cam = np.einsum("fij,flj->fli", params["rotation"], pts) + params["translation"][:, None]
+    K = params["K"]
+    iz = 1.0 / cam[..., 2]
+    uv = np.stack([K[:, None, 0, 0] * cam[..., 0] * iz + K[:, None, 0, 2],
+                   K[:, None, 1, 1] * cam[..., 1] * iz + K[:, None, 1, 2]], -1)
+    err = lms - uv  # (F,L,2)
+    norm = np.linalg.norm(err, axis=-1, keepdims=True)
+    err = err * np.minimum(1.0, clip_px / np.maximum(norm, 1e-9))
+    # d uv / d head-space offset: (f / z) [[1, 0, -x/z], [0, 1, -y/z]] R
+    P = np.zeros(cam.shape[:2] + (2, 3))
+    P[..., 0, 0] = P[..., 1, 1] = 1.0
+    P[..., 0, 2], P[..., 1, 2] = -cam[..., 0] * iz, -cam[..., 1] * iz
+    J = (K[:, None, 0, 0] * iz)[..., None, None] * np.einsum("flac,fcd->flad", P, params["rotation"])
+    # frames share an identity per clip: accumulate per identity, then the Kronecker products
+    ids, inverse = np.unique(params["identity"], axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    G = np.zeros((len(ids), len(tv), 3, 3))
+    h = np.zeros((len(ids), len(tv), 3))
+    np.add.at(G, inverse, np.einsum("flad,flae->flde", J, J))
+    np.add.at(h, inverse, np.einsum("flad,fla->fld", J, err))
+    phi = np.concatenate([np.ones((len(ids), 1)), ids], 1)  # (C, 1+I)
+    Q = phi.shape[1]
+    A = np.einsum("cp,cq,clde->lpdqe", phi, phi, G).reshape(len(tv), 3 * Q, 3 * Q)
+    b = np.einsum("cp,cld->lpd", phi, h).reshape(len(tv), 3 * Q)
+    scale = np.trace(A, axis1=1, axis2=2)[:, None] / (3 * Q)  # ridge relative to the data
+    A = A + np.eye(3 * Q)[None] * (ridge * scale[..., None] + 1e-9)
+    W = np.linalg.solve(A, b[..., None])[..., 0].reshape(len(tv), Q, 3)
+    W[weight <= 0] = 0.0
+    return W[:, 0].astype(np.float32), W[:, 1:].transpose(1, 0, 2).astype(np.float32)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ids", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--ids", type=int, default=40)
+    ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--ridge", type=float, default=0.1, help="ridge of the identity correction")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--cache", type=Path, default=None, help="keep the rendered data in this .npz (reused if present)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        lms, projs, seeds = collect(args.ids, args.seconds, args.seed, args.size, Path(tmp))
+    if args.cache and args.cache.exists():
+        d = np.load(args.cache)
+        lms, projs, seeds = d["lms"], d["projs"], d["seeds"]
+        params = {k.removeprefix("p_"): d[k] for k in d.files if k.startswith("p_")}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            lms, projs, seeds, params = collect(args.ids, args.seconds, args.seed, args.size, Path(tmp))
+        if args.cache:
+            np.savez(args.cache, lms=lms, projs=projs, seeds=seeds, **{f"p_{k}": v for k, v in params.items()})
     tv, bary, rms = refine(lms, projs, seeds)
     ok = np.isfinite(rms)
     weight = np.where(ok, 1.0 / (1.0 + (np.nan_to_num(rms, nan=99, posinf=99) / 1.5) ** 2), 0.0)
     weight[rms > 6.0] = 0.0
+    offset, identity_offset = identity_correction(lms, params, tv, bary, weight, args.ridge)
     out = args.out or Path(str(data_path("mediapipe_ict_correspondence.npz")))
     np.savez_compressed(out, landmark=np.arange(len(tv), dtype=np.int32), tri_vertices=tv.astype(np.int32),
                         bary=bary.astype(np.float32), weight=weight.astype(np.float32),
-                        rms_px=np.nan_to_num(rms, posinf=np.nan).astype(np.float32))
+                        rms_px=np.nan_to_num(rms, posinf=np.nan).astype(np.float32),
+                        offset=offset, identity_offset=identity_offset)
     print(json.dumps({"output": str(out), "frames": int(len(lms)), "landmarks": int(ok.sum()),
                       "median_rms_px": float(np.median(rms[ok])), "mean_rms_px": float(np.mean(rms[ok])),
                       "zero_weight": int((weight == 0).sum())}))
