@@ -14,7 +14,7 @@ from minerf_cli.output import command, emit_json
 def fit3dmm(
     store: Path = typer.Argument(..., help="A store written by `minerf prep` (gets a /tracking group)."),
     focal: Optional[float] = typer.Option(None, "--focal", min=1.0, help="Focal length in pixels of the stored crop; estimated when omitted."),
-    iterations: int = typer.Option(3, "--iterations", min=1, max=50, help="Gauss-Newton iterations per frame on the whole clip."),
+    iterations: int = typer.Option(2, "--iterations", min=1, max=50, help="Gauss-Newton iterations per frame on the whole clip."),
     smooth_pose: float = typer.Option(0.04, "--smooth-pose", min=0.0, help="Gaussian smoothing of head pose, sigma in seconds (0 = off)."),
     smooth_expression: float = typer.Option(0.04, "--smooth-expression", min=0.0, help="Smoothing of eye/brow/cheek blendshapes, sigma in seconds."),
     smooth_mouth: float = typer.Option(0.0, "--smooth-mouth", min=0.0, help="Smoothing of mouth/jaw blendshapes, sigma in seconds (default off: keeps speech motion)."),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 
 import cv2
@@ -83,9 +84,9 @@ def landmark_basis(model: FaceModel, corr: Correspondence) -> tuple[np.ndarray, 
 @dataclass
 class FitConfig:
     focal: float | None = None  # pixels of the crop; None = estimate
-    rounds: int = 5  # identity/focal rounds on the key frames
-    iterations: int = 3  # per-frame Gauss-Newton iterations on all frames
-    key_frames: int = 80
+    rounds: int = 4  # identity/focal rounds on the key frames
+    iterations: int = 2  # per-frame Gauss-Newton iterations on all frames
+    key_frames: int = 40
     identity_reg: float = 0.05  # weight of ||id||^2 against the mean squared px error
     expression_l1: float = 0.2  # L1 on the blendshapes (they are >= 0), same units
     huber_px: float = 3.0
@@ -97,6 +98,7 @@ class FitConfig:
     smooth_expression_s: float = 0.04  # on eye/brow/other blendshapes
     smooth_mouth_s: float = 0.0  # on mouth/jaw blendshapes (0 = keep speech motion as tracked)
     device: str = "cpu"
+    threads: int | None = None  # torch CPU threads; None = half the cores, 1 to 4
 
 
 @dataclass
@@ -109,8 +111,12 @@ class FitResult:
     focal: float
 
 
-def _pnp(points3d: np.ndarray, points2d: np.ndarray, valid: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-frame PnP of fixed model points (L,3) on pixels (N,L,2) -> rvec, tvec (N,3), err (N,)."""
+def _pnp(points3d: np.ndarray, points2d: np.ndarray, valid: np.ndarray, K: np.ndarray,
+         errors: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame PnP of fixed model points (L,3) on pixels (N,L,2) -> rvec, tvec (N,3), err (N,).
+
+    Each frame starts from the previous frame's pose; ``err`` (mean px) only if ``errors``.
+    """
     n = points2d.shape[0]
     rvecs, tvecs, errs = np.zeros((n, 3)), np.zeros((n, 3)), np.full(n, np.inf)
     obj = points3d.astype(np.float64)
@@ -128,8 +134,9 @@ def _pnp(points3d: np.ndarray, points2d: np.ndarray, valid: np.ndarray, K: np.nd
             last = None
             continue
         last = (rvec, tvec)
-        proj, _ = cv2.projectPoints(obj, rvec, tvec, K, None)
-        errs[i] = np.linalg.norm(proj[:, 0] - img, axis=-1).mean()
+        if errors:
+            proj, _ = cv2.projectPoints(obj, rvec, tvec, K, None)
+            errs[i] = np.linalg.norm(proj[:, 0] - img, axis=-1).mean()
         rvecs[i], tvecs[i] = rvec[:, 0], tvec[:, 0]
     return rvecs, tvecs, errs
 
@@ -147,13 +154,13 @@ def _fill_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def estimate_focal_pnp(mean: np.ndarray, lm2d: np.ndarray, valid: np.ndarray, size: int) -> float:
-    """Coarse focal (px) by PnP of the mean shape on up to 40 frames, over a log grid."""
+    """Coarse focal (px) by PnP of the mean shape on up to 15 frames, over a log grid."""
     frames = np.flatnonzero(valid)
-    frames = frames[np.linspace(0, len(frames) - 1, min(40, len(frames))).astype(int)]
+    frames = frames[np.linspace(0, len(frames) - 1, min(15, len(frames))).astype(int)]
     best = (np.inf, 2.0 * size)
     for factor in (0.8, 1.1, 1.5, 2.0, 2.8, 4.0, 6.0):
         K = intrinsics(factor * size, size / 2, size / 2).astype(np.float64)
-        _, _, errs = _pnp(mean, lm2d[frames], np.ones(len(frames), bool), K)
+        _, _, errs = _pnp(mean, lm2d[frames], np.ones(len(frames), bool), K, errors=True)
         e = float(np.median(errs))
         if e < best[0]:
             best = (e, factor * size)
@@ -167,7 +174,7 @@ def _skew(v: torch.Tensor) -> torch.Tensor:
     return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*v.shape, 3)
 
 
-def box_qp(A: torch.Tensor, b: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, iterations: int = 12) -> torch.Tensor:
+def box_qp(A: torch.Tensor, b: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, iterations: int = 6) -> torch.Tensor:
     """Batched min q(x) = 1/2 x'Ax + b'x s.t. lo <= x <= hi (projected Newton, active sets).
 
     A (B,P,P) SPD, b/lo/hi (B,P) -> x (B,P). Each iteration solves the Newton system on the
@@ -206,11 +213,15 @@ def box_qp(A: torch.Tensor, b: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
 
 
 class _Problem:
-    """Landmark reprojection problem for a set of frames (torch, float64)."""
+    """Landmark reprojection problem for a set of frames.
+
+    Residuals and Jacobians are float32 (the bulk of the work, memory-bound); the small
+    normal-equation systems are solved in float64.
+    """
 
     def __init__(self, mean, id_basis, ex_basis, weights, obs, valid, center, cfg: FitConfig):
         dev = torch.device(cfg.device)
-        self.T = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64, device=dev)
+        self.T = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=dev)
         self.mean, self.idb, self.exb = self.T(mean), self.T(id_basis), self.T(ex_basis)
         self.w = self.T(weights)
         self.obs, self.valid = self.T(obs), self.T(valid.astype(np.float64))
@@ -270,8 +281,9 @@ class _Problem:
         b[:, 6:] += 0.5 * self.cfg.expression_l1 * self.active
         damp = torch.cat([torch.full((6,), 1e-6).to(A), 1e-4 + 1e6 * (1 - self.active)])
         A = A + torch.diag_embed(damp.expand(n, -1))
+        A, b, ex64 = A.double(), b.double(), ex.double()
         big = torch.full((n, 6), 1e30, dtype=A.dtype, device=A.device)
-        delta = box_qp(A, b, torch.cat([-big, -ex], 1), torch.cat([big, 1 - ex], 1))
+        delta = box_qp(A, b, torch.cat([-big, -ex64], 1), torch.cat([big, 1 - ex64], 1)).to(ex.dtype)
         ex = (ex + delta[:, 6:]).clamp(0, 1) * self.active
         return axis_angle_to_matrix(delta[:, :3]) @ R, t + delta[:, 3:6], ex
 
@@ -297,9 +309,9 @@ class _Problem:
         b = Jw.T @ res.reshape(-1)
         reg = torch.zeros(A.shape[0], dtype=A.dtype, device=A.device)
         reg[:I] = self.cfg.identity_reg / I
-        A = A + torch.diag(reg + 1e-9)
+        A = (A + torch.diag(reg + 1e-9)).double()
         b[:I] += reg[:I] * ident
-        delta = torch.linalg.solve(A, -b)
+        delta = torch.linalg.solve(A, -b.double()).to(ident.dtype)
         ident = ident + delta[:I]
         if fit_focal:
             log_f = log_f + delta[I].clamp(-0.3, 0.3)
@@ -341,6 +353,17 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
     ``progress(done, total)`` is called after each stage step if given.
     """
     cfg = config or FitConfig()
+    threads = cfg.threads or max(1, min(4, (os.cpu_count() or 2) // 2))
+    previous = torch.get_num_threads()
+    # small memory-bound tensors: extra threads mostly spin (and starve a parallel prep)
+    torch.set_num_threads(threads)
+    try:
+        return _fit(landmarks, valid, size, fps, cfg, model, corr, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit(landmarks, valid, size, fps, cfg, model, corr, progress) -> FitResult:
     model = model or load_face_model()
     corr = corr or load_correspondence()
     valid = np.asarray(valid, bool)
@@ -366,7 +389,7 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
     R_all = axis_angle_to_matrix(T(rvec))
     t_all = T(tvec)
     ex_all = 0.02 * prob.active.expand(n, E).clone()
-    ident = torch.zeros(id_basis.shape[0], dtype=torch.float64, device=R_all.device)
+    ident = torch.zeros(id_basis.shape[0], dtype=torch.float32, device=R_all.device)
     log_f = T(math.log(focal0))
 
     # 1) identity and focal on key frames, alternating with their per-frame solves
@@ -380,13 +403,10 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
         if progress:
             progress(done, total)
 
-    # 2) every frame with identity and focal fixed (warm start: PnP on the fitted identity)
+    # 2) every frame with identity and focal fixed; warm start from the PnP poses with the
+    #    distance scaled to the new focal (keeps each head's image position and size)
     f = torch.exp(log_f)
-    shape = (prob.mean + torch.einsum("i,ilc->lc", ident, prob.idb)).cpu().numpy()
-    K = intrinsics(float(f), size / 2, size / 2).astype(np.float64)
-    rvec, tvec, _ = _pnp(shape, lm2d, valid, K)
-    R_all = axis_angle_to_matrix(T(_fill_invalid(rvec, valid)))
-    t_all = T(_fill_invalid(tvec, valid))
+    t_all = t_all * (f / focal0)
     frames = torch.arange(n)
     for _ in range(cfg.iterations):
         R_all, t_all, ex_all = _solve_frames(prob, R_all, t_all, ex_all, ident, f, frames, 1)
