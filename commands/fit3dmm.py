@@ -18,7 +18,6 @@ def fit3dmm(
     smooth_pose: float = typer.Option(0.04, "--smooth-pose", min=0.0, help="Gaussian smoothing of head pose, sigma in seconds (0 = off)."),
     smooth_expression: float = typer.Option(0.04, "--smooth-expression", min=0.0, help="Smoothing of eye/brow/cheek blendshapes, sigma in seconds."),
     smooth_mouth: float = typer.Option(0.0, "--smooth-mouth", min=0.0, help="Smoothing of mouth/jaw blendshapes, sigma in seconds (default off: keeps speech motion)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] (the fit is small; cpu is the default)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing /tracking group."),
 ) -> None:
     """Fit the ICT face model to the landmarks: identity, camera, per-frame pose and blendshapes.
@@ -31,12 +30,8 @@ def fit3dmm(
     from minerf_cli.fit3dmm import fit_store
     from minerf_cli.tracking import FitConfig
 
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = FitConfig(focal=focal, iterations=iterations, smooth_pose_s=smooth_pose,
-                    smooth_expression_s=smooth_expression, smooth_mouth_s=smooth_mouth, device=device)
+                    smooth_expression_s=smooth_expression, smooth_mouth_s=smooth_mouth)
     emit_json(fit_store(store, cfg, force=force))
 
 

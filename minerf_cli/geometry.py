@@ -1,4 +1,4 @@
-"""Rotations, rigid transforms and pinhole projection (numpy and torch).
+"""Rotations, rigid transforms and pinhole intrinsics (numpy).
 
 Conventions: head space = ICT model space (cm, +y up, +z towards the viewer);
 camera = OpenCV (x right, y down, z forward); ``camera_from_head`` is a 4x4 rigid
@@ -8,24 +8,23 @@ transform, x_cam = R x_head + t. A head looking straight at the camera has R = F
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 FLIP = np.diag([1.0, -1.0, -1.0]).astype(np.float32)  # head space (y up, z to viewer) -> OpenCV
 
 
-def axis_angle_to_matrix(r: torch.Tensor) -> torch.Tensor:
-    """Rodrigues: (..., 3) axis-angle -> (..., 3, 3) rotation matrices (differentiable at 0)."""
-    theta2 = (r * r).sum(-1, keepdim=True)
-    theta = torch.sqrt(theta2 + 1e-12)
-    # sin(t)/t and (1-cos t)/t^2 with Taylor fallbacks near zero
+def axis_angle_to_matrix(r: np.ndarray) -> np.ndarray:
+    """Rodrigues: (..., 3) axis-angle -> (..., 3, 3) rotation matrices (exact near 0)."""
+    r = np.asarray(r)
+    theta2 = (r * r).sum(-1, keepdims=True)
+    theta = np.sqrt(theta2)
     small = theta2 < 1e-8
-    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta2 + 1e-12))
-    x, y, z = r.unbind(-1)
-    zero = torch.zeros_like(x)
-    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*r.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=r.dtype, device=r.device).expand(k.shape)
-    return eye + a[..., None] * k + b[..., None] * (k @ k)
+    safe = np.where(small, 1.0, theta)
+    a = np.where(small, 1 - theta2 / 6, np.sin(safe) / safe)
+    b = np.where(small, 0.5 - theta2 / 24, (1 - np.cos(safe)) / (safe * safe))
+    x, y, z = r[..., 0], r[..., 1], r[..., 2]
+    o = np.zeros_like(x)
+    k = np.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*r.shape[:-1], 3, 3)
+    return np.eye(3, dtype=r.dtype) + a[..., None] * k + b[..., None] * (k @ k)
 
 
 def matrix_to_axis_angle(m: np.ndarray) -> np.ndarray:
@@ -85,12 +84,6 @@ def rigid(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
     out[..., :3, 3] = translation
     out[..., 3, 3] = 1.0
     return out
-
-
-def project(points_cam: torch.Tensor, focal: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
-    """Pinhole projection (..., P, 3) -> (..., P, 2) pixels; focal scalar, center (2,)."""
-    z = points_cam[..., 2:3].clamp_min(1e-6)
-    return points_cam[..., :2] / z * focal + center
 
 
 def intrinsics(focal: float, cx: float, cy: float) -> np.ndarray:

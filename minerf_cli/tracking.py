@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 from .facemodel import FaceModel, data_path, load_face_model
-from .geometry import FLIP, axis_angle_to_matrix, intrinsics, rigid
+from .geometry import FLIP, axis_angle_to_matrix, intrinsics, matrix_to_axis_angle, rigid
 
 
 @dataclass(frozen=True)
@@ -97,8 +95,6 @@ class FitConfig:
     smooth_pose_s: float = 0.04  # Gaussian sigma (seconds) on pose
     smooth_expression_s: float = 0.04  # on eye/brow/other blendshapes
     smooth_mouth_s: float = 0.0  # on mouth/jaw blendshapes (0 = keep speech motion as tracked)
-    device: str = "cpu"
-    threads: int | None = None  # torch CPU threads; None = half the cores, 1 to 4
 
 
 @dataclass
@@ -167,14 +163,22 @@ def estimate_focal_pnp(mean: np.ndarray, lm2d: np.ndarray, valid: np.ndarray, si
     return best[1]
 
 
-def _skew(v: torch.Tensor) -> torch.Tensor:
+def _skew(v: np.ndarray) -> np.ndarray:
     """(..., 3) -> (..., 3, 3) with skew(a) @ b = a x b."""
-    x, y, z = v.unbind(-1)
-    o = torch.zeros_like(x)
-    return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*v.shape, 3)
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    o = np.zeros_like(x)
+    return np.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*v.shape, 3)
 
 
-def box_qp(A: torch.Tensor, b: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, iterations: int = 6) -> torch.Tensor:
+def _diag_add(A: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """A (..., P, P) + diag(d) with d (..., P) or (P,), without building the diagonal matrices."""
+    A = A.copy()
+    idx = np.arange(A.shape[-1])
+    A[..., idx, idx] += d
+    return A
+
+
+def box_qp(A: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, iterations: int = 6) -> np.ndarray:
     """Batched min q(x) = 1/2 x'Ax + b'x s.t. lo <= x <= hi (projected Newton, active sets).
 
     A (B,P,P) SPD, b/lo/hi (B,P) -> x (B,P). Each iteration solves the Newton system on the
@@ -182,51 +186,53 @@ def box_qp(A: torch.Tensor, b: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
     """
 
     def q(x):
-        return 0.5 * (x * (A @ x.unsqueeze(-1)).squeeze(-1)).sum(-1) + (b * x).sum(-1)
+        return 0.5 * np.einsum("bp,bp->b", x, (A @ x[..., None])[..., 0]) + np.einsum("bp,bp->b", b, x)
 
-    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-    x = torch.zeros_like(b).clamp(lo, hi)
+    x = np.clip(np.zeros_like(b), lo, hi)
     qx = q(x)
     for _ in range(iterations):
-        g = (A @ x.unsqueeze(-1)).squeeze(-1) + b
+        g = (A @ x[..., None])[..., 0] + b
         held = ((x <= lo + 1e-9) & (g > 0)) | ((x >= hi - 1e-9) & (g < 0))
-        free = (~held).to(A.dtype)
-        M = A * free[:, :, None] * free[:, None, :] + torch.diag_embed(1 - free)
-        d = torch.linalg.solve(M, (-g * free).unsqueeze(-1)).squeeze(-1)
-        step = torch.ones_like(qx)
-        accepted = torch.zeros_like(qx, dtype=torch.bool)
+        free = (~held).astype(A.dtype)
+        M = _diag_add(A * free[:, :, None] * free[:, None, :], 1 - free)
+        d = np.linalg.solve(M, (-g * free)[..., None])[..., 0]
+        step = np.ones_like(qx)
+        accepted = np.zeros(len(qx), bool)
         x_best, q_best = x, qx
         for _ in range(6):
-            cand = torch.minimum(torch.maximum(x + step[:, None] * d, lo), hi)
+            cand = np.clip(x + step[:, None] * d, lo, hi)
             qc = q(cand)
             better = (qc < q_best - 1e-12) & ~accepted
-            x_best = torch.where(better[:, None], cand, x_best)
-            q_best = torch.where(better, qc, q_best)
-            accepted = accepted | better
-            if bool(accepted.all()):
+            x_best = np.where(better[:, None], cand, x_best)
+            q_best = np.where(better, qc, q_best)
+            accepted |= better
+            if accepted.all():
                 break
-            step = torch.where(accepted, step, step * 0.5)
-        if not bool(accepted.any()):
+            step = np.where(accepted, step, step * 0.5)
+        if not accepted.any():
             break
         x, qx = x_best, q_best
     return x
 
 
 class _Problem:
-    """Landmark reprojection problem for a set of frames.
+    """Landmark reprojection problem for a set of frames (numpy).
 
     Residuals and Jacobians are float32 (the bulk of the work, memory-bound); the small
     normal-equation systems are solved in float64.
     """
 
-    def __init__(self, mean, id_basis, ex_basis, weights, obs, valid, center, cfg: FitConfig):
-        dev = torch.device(cfg.device)
-        self.T = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=dev)
-        self.mean, self.idb, self.exb = self.T(mean), self.T(id_basis), self.T(ex_basis)
-        self.w = self.T(weights)
-        self.obs, self.valid = self.T(obs), self.T(valid.astype(np.float64))
-        self.center = self.T(center)
+    def __init__(self, mean, id_basis, ex_basis, weights, obs, valid, center, cfg: FitConfig, active):
+        f32 = np.float32
+        self.mean, self.idb, self.exb = mean.astype(f32), id_basis.astype(f32), ex_basis.astype(f32)
+        self.w = np.asarray(weights, f32)
+        self.obs, self.valid = obs.astype(f32), valid.astype(f32)
+        self.center = np.asarray(center, f32)
+        self.active = np.asarray(active, f32)  # (E,) 1 = fitted, 0 = held at 0
         self.cfg = cfg
+        L, E, I = ex_basis.shape[1], ex_basis.shape[0], id_basis.shape[0]
+        self.ex_flat = np.ascontiguousarray(self.exb.transpose(2, 1, 0).reshape(3, L * E))
+        self.id_flat = np.ascontiguousarray(self.idb.transpose(2, 1, 0).reshape(3, L * I))
 
     def points(self, ident, ex):
         """Model landmarks (N,L,3) in head space."""
@@ -234,100 +240,97 @@ class _Problem:
         return base[None] + (ex @ self.exb.reshape(ex.shape[1], -1)).reshape(len(ex), -1, 3)
 
     def project(self, cam, f):
-        """cam (N,L,3) -> uv (N,L,2), and the rows of d uv / d cam as (a, c) with
+        """cam (N,L,3) -> uv (N,L,2), and the rows of d uv / d cam as (a, x/z, y/z) with
         d u = a * (d x - x/z d z), d v = a * (d y - y/z d z), a = f / z."""
-        iz = 1.0 / cam[..., 2].clamp_min(1e-3)
+        iz = 1.0 / np.maximum(cam[..., 2], 1e-3)
         uv = f * cam[..., :2] * iz[..., None] + self.center
-        return uv, (f * iz, cam[..., 0] * iz, cam[..., 1] * iz)
+        return uv.astype(np.float32), (f * iz, cam[..., 0] * iz, cam[..., 1] * iz)
 
     @staticmethod
     def chain(jac, dcam):
         """d uv / d params (N, 2L, P) from the projection rows and dcam (N,L,3,P)."""
         a, xz, yz = jac
-        ju = a[..., None] * (dcam[..., 0, :] - xz[..., None] * dcam[..., 2, :])
-        jv = a[..., None] * (dcam[..., 1, :] - yz[..., None] * dcam[..., 2, :])
-        return torch.stack([ju, jv], 2).reshape(a.shape[0], -1, dcam.shape[-1])
+        J = np.empty((*a.shape, 2, dcam.shape[-1]), np.float32)
+        J[..., 0, :] = a[..., None] * (dcam[..., 0, :] - xz[..., None] * dcam[..., 2, :])
+        J[..., 1, :] = a[..., None] * (dcam[..., 1, :] - yz[..., None] * dcam[..., 2, :])
+        return J.reshape(a.shape[0], -1, dcam.shape[-1])
 
     def irls(self, res, frames):
         """Per-residual weights (N,L): landmark weight x Huber x valid, normalised per frame."""
-        d = torch.linalg.norm(res, dim=-1)
+        d = np.linalg.norm(res, axis=-1)
         h = self.cfg.huber_px
-        w = self.w[None] * torch.where(d <= h, torch.ones_like(d), h / d.clamp_min(1e-9))
+        w = self.w[None] * np.where(d <= h, 1.0, h / np.maximum(d, 1e-9))
         w = w * self.valid[frames, None]
-        return w / self.w.sum()
+        return (w / self.w.sum()).astype(np.float32)
 
-    def _normal_equations(self, J, res, w):
-        """J (N,2L,P), res (N,L,2), w (N,L) -> A (N,P,P), b (N,P) of 1/2 sum w |res + J d|^2."""
-        Jw = J * w.repeat_interleave(2, dim=1)[..., None]
-        A = Jw.transpose(1, 2) @ J
-        b = (Jw.transpose(1, 2) @ res.reshape(len(J), -1, 1)).squeeze(-1)
+    @staticmethod
+    def _normal_equations(J, res, w):
+        """J (N,2L,P), res (N,L,2), w (N,L) -> A (N,P,P), b (N,P) float64 of 1/2 sum w |res + J d|^2."""
+        Jw = J * np.repeat(w, 2, axis=1)[..., None]
+        Jwt = Jw.transpose(0, 2, 1)
+        A = (Jwt @ J).astype(np.float64)
+        b = (Jwt @ res.reshape(len(J), -1, 1))[..., 0].astype(np.float64)
         return A, b
 
     def frame_step(self, R, t, ex, ident, f, frames):
         """One joint Gauss-Newton step on each frame's pose (6) and blendshapes (E, in [0, 1])."""
         P = self.points(ident, ex)
-        Rp = P @ R.transpose(1, 2)
+        Rp = P @ R.transpose(0, 2, 1)
         uv, jac = self.project(Rp + t[:, None], f)
         res = uv - self.obs[frames]
         n, L = P.shape[:2]
         E = ex.shape[1]
-        dcam = torch.empty(n, L, 3, 6 + E, dtype=P.dtype, device=P.device)
+        dcam = np.empty((n, L, 3, 6 + E), np.float32)
         dcam[..., :3] = -_skew(Rp)
-        dcam[..., 3:6] = torch.eye(3, dtype=P.dtype, device=P.device)
+        dcam[..., 3:6] = np.eye(3, dtype=np.float32)
         # R @ EX_l for every landmark in one batched matmul: (N,3,3) @ (3, L*E)
-        ex_flat = self.exb.permute(2, 1, 0).reshape(3, L * E)
-        dcam[..., 6:] = (R @ ex_flat).reshape(n, 3, L, E).transpose(1, 2)
+        dcam[..., 6:] = (R @ self.ex_flat).reshape(n, 3, L, E).transpose(0, 2, 1, 3)
         A, b = self._normal_equations(self.chain(jac, dcam), res, self.irls(res, frames))
         b[:, 6:] += 0.5 * self.cfg.expression_l1 * self.active
-        damp = torch.cat([torch.full((6,), 1e-6).to(A), 1e-4 + 1e6 * (1 - self.active)])
-        A = A + torch.diag_embed(damp.expand(n, -1))
-        A, b, ex64 = A.double(), b.double(), ex.double()
-        big = torch.full((n, 6), 1e30, dtype=A.dtype, device=A.device)
-        delta = box_qp(A, b, torch.cat([-big, -ex64], 1), torch.cat([big, 1 - ex64], 1)).to(ex.dtype)
-        ex = (ex + delta[:, 6:]).clamp(0, 1) * self.active
-        return axis_angle_to_matrix(delta[:, :3]) @ R, t + delta[:, 3:6], ex
+        A = _diag_add(A, np.concatenate([np.full(6, 1e-6), 1e-4 + 1e6 * (1 - self.active)]))
+        big = np.full((n, 6), 1e30)
+        ex64 = ex.astype(np.float64)
+        delta = box_qp(A, b, np.concatenate([-big, -ex64], 1), np.concatenate([big, 1 - ex64], 1))
+        ex = (np.clip(ex64 + delta[:, 6:], 0, 1) * self.active).astype(np.float32)
+        R = (axis_angle_to_matrix(delta[:, :3]) @ R).astype(np.float32)
+        return R, (t + delta[:, 3:6]).astype(np.float32), ex
 
     def global_step(self, R, t, ex, ident, log_f, frames, fit_focal):
         """One Gauss-Newton step on the identity (and log focal) over ``frames``."""
-        f = torch.exp(log_f)
+        f = math.exp(log_f)
         P = self.points(ident, ex)
-        cam = P @ R.transpose(1, 2) + t[:, None]
-        uv, jac = self.project(cam, f)
+        uv, jac = self.project(P @ R.transpose(0, 2, 1) + t[:, None], f)
         res = uv - self.obs[frames]
         w = self.irls(res, frames) / len(R)
         n, L = P.shape[:2]
         I = ident.shape[0]
-        id_flat = self.idb.permute(2, 1, 0).reshape(3, L * I)
-        dcam = (R @ id_flat).reshape(n, 3, L, I).transpose(1, 2)
+        dcam = (R @ self.id_flat).reshape(n, 3, L, I).transpose(0, 2, 1, 3)
         J = self.chain(jac, dcam)  # (N, 2L, I)
         if fit_focal:
-            J = torch.cat([J, (uv - self.center).reshape(n, -1, 1)], -1)
-        wr = w.repeat_interleave(2, dim=1)
-        Jw = (J * wr[..., None]).reshape(-1, J.shape[-1])
+            J = np.concatenate([J, (uv - self.center).reshape(n, -1, 1)], -1)
+        Jw = (J * np.repeat(w, 2, axis=1)[..., None]).reshape(-1, J.shape[-1])
         J = J.reshape(-1, J.shape[-1])
-        A = Jw.T @ J
-        b = Jw.T @ res.reshape(-1)
-        reg = torch.zeros(A.shape[0], dtype=A.dtype, device=A.device)
+        A = (Jw.T @ J).astype(np.float64)
+        b = (Jw.T @ res.reshape(-1)).astype(np.float64)
+        reg = np.zeros(A.shape[0])
         reg[:I] = self.cfg.identity_reg / I
-        A = (A + torch.diag(reg + 1e-9)).double()
         b[:I] += reg[:I] * ident
-        delta = torch.linalg.solve(A, -b.double()).to(ident.dtype)
-        ident = ident + delta[:I]
+        delta = np.linalg.solve(_diag_add(A, reg + 1e-9), -b)
+        ident = (ident + delta[:I]).astype(np.float32)
         if fit_focal:
-            log_f = log_f + delta[I].clamp(-0.3, 0.3)
+            log_f = log_f + float(np.clip(delta[I], -0.3, 0.3))
         return ident, log_f
 
     def errors(self, R, t, ex, ident, f, frames):
-        cam = self.points(ident, ex) @ R.transpose(1, 2) + t[:, None]
-        uv, _ = self.project(cam, f)
-        d = torch.linalg.norm(uv - self.obs[frames], dim=-1)
-        used = (self.w > 0).to(d.dtype)
+        uv, _ = self.project(self.points(ident, ex) @ R.transpose(0, 2, 1) + t[:, None], f)
+        d = np.linalg.norm(uv - self.obs[frames], axis=-1)
+        used = (self.w > 0).astype(d.dtype)
         return (d * used).sum(-1) / used.sum()
 
 
 def _solve_frames(prob: _Problem, R, t, ex, ident, f, frames, iterations: int, chunk: int = 256):
     """Gauss-Newton iterations on every frame's pose and blendshapes, in chunks of frames."""
-    R, t, ex = R.clone(), t.clone(), ex.clone()
+    R, t, ex = R.copy(), t.copy(), ex.copy()
     for start in range(0, len(frames), chunk):
         sl = slice(start, start + chunk)
         Rc, tc, exc, fr = R[sl], t[sl], ex[sl], frames[sl]
@@ -353,17 +356,6 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
     ``progress(done, total)`` is called after each stage step if given.
     """
     cfg = config or FitConfig()
-    threads = cfg.threads or max(1, min(4, (os.cpu_count() or 2) // 2))
-    previous = torch.get_num_threads()
-    # small memory-bound tensors: extra threads mostly spin (and starve a parallel prep)
-    torch.set_num_threads(threads)
-    try:
-        return _fit(landmarks, valid, size, fps, cfg, model, corr, progress)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _fit(landmarks, valid, size, fps, cfg, model, corr, progress) -> FitResult:
     model = model or load_face_model()
     corr = corr or load_correspondence()
     valid = np.asarray(valid, bool)
@@ -383,21 +375,20 @@ def _fit(landmarks, valid, size, fps, cfg, model, corr, progress) -> FitResult:
     rvec, tvec, _ = _pnp(mean, lm2d, valid, K0)
     rvec, tvec = _fill_invalid(rvec, valid), _fill_invalid(tvec, valid)
 
-    prob = _Problem(mean, id_basis, ex_basis, corr.weight, lm2d, valid, center, cfg)
-    T = prob.T
-    prob.active = T([0.0 if nm in cfg.fixed else 1.0 for nm in model.expression_names])
-    R_all = axis_angle_to_matrix(T(rvec))
-    t_all = T(tvec)
-    ex_all = 0.02 * prob.active.expand(n, E).clone()
-    ident = torch.zeros(id_basis.shape[0], dtype=torch.float32, device=R_all.device)
-    log_f = T(math.log(focal0))
+    active = np.array([0.0 if nm in cfg.fixed else 1.0 for nm in model.expression_names], np.float32)
+    prob = _Problem(mean, id_basis, ex_basis, corr.weight, lm2d, valid, center, cfg, active)
+    R_all = axis_angle_to_matrix(rvec).astype(np.float32)
+    t_all = tvec.astype(np.float32)
+    ex_all = np.tile(0.02 * active, (n, 1))
+    ident = np.zeros(id_basis.shape[0], np.float32)
+    log_f = math.log(focal0)
 
     # 1) identity and focal on key frames, alternating with their per-frame solves
     vidx = np.flatnonzero(valid)
-    keys = torch.as_tensor(vidx[np.linspace(0, len(vidx) - 1, min(cfg.key_frames, len(vidx))).astype(int)])
+    keys = vidx[np.linspace(0, len(vidx) - 1, min(cfg.key_frames, len(vidx))).astype(int)]
     Rk, tk, exk = R_all[keys], t_all[keys], ex_all[keys]
     for _ in range(cfg.rounds):
-        Rk, tk, exk = _solve_frames(prob, Rk, tk, exk, ident, torch.exp(log_f), keys, 2)
+        Rk, tk, exk = _solve_frames(prob, Rk, tk, exk, ident, math.exp(log_f), keys, 2)
         ident, log_f = prob.global_step(Rk, tk, exk, ident, log_f, keys, cfg.focal is None)
         done += 1
         if progress:
@@ -405,36 +396,34 @@ def _fit(landmarks, valid, size, fps, cfg, model, corr, progress) -> FitResult:
 
     # 2) every frame with identity and focal fixed; warm start from the PnP poses with the
     #    distance scaled to the new focal (keeps each head's image position and size)
-    f = torch.exp(log_f)
-    t_all = t_all * (f / focal0)
-    frames = torch.arange(n)
+    f = math.exp(log_f)
+    t_all = (t_all * (f / focal0)).astype(np.float32)
+    frames = np.arange(n)
     for _ in range(cfg.iterations):
         R_all, t_all, ex_all = _solve_frames(prob, R_all, t_all, ex_all, ident, f, frames, 1)
         done += 1
         if progress:
             progress(done, total)
-    # 3) invalid frames interpolated, then temporal smoothing (mouth kept sharp)
-    from .geometry import matrix_to_axis_angle
 
-    # rotations relative to a frontal head (FLIP) stay far from 180 degrees: safe to average
-    rot = _fill_invalid(matrix_to_axis_angle(FLIP @ R_all.cpu().numpy()), valid)
-    trans = _fill_invalid(t_all.cpu().numpy(), valid)
-    ex_np = _fill_invalid(ex_all.cpu().numpy(), valid)
+    # 3) invalid frames interpolated, then temporal smoothing (mouth kept sharp);
+    #    rotations relative to a frontal head (FLIP) stay far from 180 degrees: safe to average
+    rot = _fill_invalid(matrix_to_axis_angle(FLIP @ R_all.astype(np.float64)), valid)
+    trans = _fill_invalid(t_all.astype(np.float64), valid)
+    ex_np = _fill_invalid(ex_all.astype(np.float64), valid)
     rot = _smooth(rot, cfg.smooth_pose_s * fps)
     trans = _smooth(trans, cfg.smooth_pose_s * fps)
     mouth = np.array([nm.startswith(("mouth", "jaw")) for nm in model.expression_names])
     ex_np[:, ~mouth] = _smooth(ex_np[:, ~mouth], cfg.smooth_expression_s * fps)
     ex_np[:, mouth] = _smooth(ex_np[:, mouth], cfg.smooth_mouth_s * fps)
-    ex_np = np.clip(ex_np, 0, 1)
-    R_all = T(FLIP) @ axis_angle_to_matrix(T(rot))
-    err = prob.errors(R_all, T(trans), T(ex_np), ident, f, frames).cpu().numpy()
+    ex_np = np.clip(ex_np, 0, 1).astype(np.float32)
+    R_all = (FLIP @ axis_angle_to_matrix(rot)).astype(np.float32)
+    err = prob.errors(R_all, trans.astype(np.float32), ex_np, ident, f, frames)
     err[~valid] = np.nan
-    focal = float(f)
     return FitResult(
-        intrinsics=intrinsics(focal, size / 2, size / 2),
-        camera_from_head=rigid(R_all.cpu().numpy(), trans),
-        expression=ex_np.astype(np.float32),
-        identity=ident.cpu().numpy().astype(np.float32),
+        intrinsics=intrinsics(f, size / 2, size / 2),
+        camera_from_head=rigid(R_all, trans),
+        expression=ex_np,
+        identity=ident.astype(np.float32),
         fit_error=err.astype(np.float32),
-        focal=focal,
+        focal=f,
     )
