@@ -272,8 +272,11 @@ class _Problem:
         b = (Jwt @ res.reshape(len(J), -1, 1))[..., 0].astype(np.float64)
         return A, b
 
-    def frame_step(self, R, t, ex, ident, f, frames):
-        """One joint Gauss-Newton step on each frame's pose (6) and blendshapes (E, in [0, 1])."""
+    def frame_step(self, R, t, ex, ident, f, frames, fix_pose: bool = False):
+        """One joint Gauss-Newton step on each frame's pose (6) and blendshapes (E, in [0, 1]).
+
+        With ``fix_pose`` the pose is held (a huge damping on its 6 unknowns).
+        """
         P = self.points(ident, ex)
         Rp = P @ R.transpose(0, 2, 1)
         uv, jac = self.project(Rp + t[:, None], f)
@@ -287,7 +290,7 @@ class _Problem:
         dcam[..., 6:] = (R @ self.ex_flat).reshape(n, 3, L, E).transpose(0, 2, 1, 3)
         A, b = self._normal_equations(self.chain(jac, dcam), res, self.irls(res, frames))
         b[:, 6:] += 0.5 * self.cfg.expression_l1 * self.active
-        A = _diag_add(A, np.concatenate([np.full(6, 1e-6), 1e-4 + 1e6 * (1 - self.active)]))
+        A = _diag_add(A, np.concatenate([np.full(6, 1e12 if fix_pose else 1e-6), 1e-4 + 1e6 * (1 - self.active)]))
         big = np.full((n, 6), 1e30)
         ex64 = ex.astype(np.float64)
         delta = box_qp(A, b, np.concatenate([-big, -ex64], 1), np.concatenate([big, 1 - ex64], 1))
@@ -328,14 +331,15 @@ class _Problem:
         return (d * used).sum(-1) / used.sum()
 
 
-def _solve_frames(prob: _Problem, R, t, ex, ident, f, frames, iterations: int, chunk: int = 256):
+def _solve_frames(prob: _Problem, R, t, ex, ident, f, frames, iterations: int, chunk: int = 256,
+                  fix_pose: bool = False):
     """Gauss-Newton iterations on every frame's pose and blendshapes, in chunks of frames."""
     R, t, ex = R.copy(), t.copy(), ex.copy()
     for start in range(0, len(frames), chunk):
         sl = slice(start, start + chunk)
         Rc, tc, exc, fr = R[sl], t[sl], ex[sl], frames[sl]
         for _ in range(iterations):
-            Rc, tc, exc = prob.frame_step(Rc, tc, exc, ident, f, fr)
+            Rc, tc, exc = prob.frame_step(Rc, tc, exc, ident, f, fr, fix_pose)
         R[sl], t[sl], ex[sl] = Rc, tc, exc
     return R, t, ex
 
@@ -405,18 +409,20 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
         if progress:
             progress(done, total)
 
-    # 3) invalid frames interpolated, then temporal smoothing (mouth kept sharp);
-    #    rotations relative to a frontal head (FLIP) stay far from 180 degrees: safe to average
+    # 3) invalid frames interpolated; the pose smoothed in time, then the blendshapes refit
+    #    to the smoothed pose (one step) and all but the mouth's smoothed (speech kept sharp).
+    #    Rotations relative to a frontal head (FLIP) stay far from 180 degrees: safe to average.
     rot = _fill_invalid(matrix_to_axis_angle(FLIP @ R_all.astype(np.float64)), valid)
-    trans = _fill_invalid(t_all.astype(np.float64), valid)
-    ex_np = _fill_invalid(ex_all.astype(np.float64), valid)
     rot = _smooth(rot, cfg.smooth_pose_s * fps)
-    trans = _smooth(trans, cfg.smooth_pose_s * fps)
+    trans = _smooth(_fill_invalid(t_all.astype(np.float64), valid), cfg.smooth_pose_s * fps)
+    R_all = (FLIP @ axis_angle_to_matrix(rot)).astype(np.float32)
+    trans = trans.astype(np.float32)
+    _, _, ex_all = _solve_frames(prob, R_all, trans, ex_all, ident, f, frames, 1, fix_pose=True)
+    ex_np = _fill_invalid(ex_all.astype(np.float64), valid)
     mouth = np.array([nm.startswith(("mouth", "jaw")) for nm in model.expression_names])
     ex_np[:, ~mouth] = _smooth(ex_np[:, ~mouth], cfg.smooth_expression_s * fps)
     ex_np[:, mouth] = _smooth(ex_np[:, mouth], cfg.smooth_mouth_s * fps)
     ex_np = np.clip(ex_np, 0, 1).astype(np.float32)
-    R_all = (FLIP @ axis_angle_to_matrix(rot)).astype(np.float32)
     err = prob.errors(R_all, trans.astype(np.float32), ex_np, ident, f, frames)
     err[~valid] = np.nan
     return FitResult(
