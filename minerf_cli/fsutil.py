@@ -25,15 +25,21 @@ def check_output(path: Path, force: bool) -> None:
 def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place on success.
 
-    On any exception the temporary file is removed, so nothing half-written is left.
+    The temporary name keeps ``path``'s suffix (``.x.mp4`` -> ``.x.<random>.part.mp4``) so
+    tools that pick a format from the name (ffmpeg) work on it. On any exception the
+    temporary file is removed, so nothing half-written is left.
     """
     path = Path(path)
     check_output(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes the file private (0600); give it the permissions of a normal new file
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -14,10 +14,7 @@ through synth_head.HeadRenderer; the audio comes from synth_audio.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,7 +25,7 @@ from scipy.interpolate import PchipInterpolator
 from . import synth_audio
 from .errors import UsageError
 from .facemodel import load_face_model
-from .fsutil import check_output
+from .fsutil import atomic_output, check_output
 from .synth_head import PIVOT, HeadRenderer, Look, camera_from_head, random_look
 from .video import write_video
 
@@ -170,26 +167,6 @@ def render_frames(plan: dict, renderer: HeadRenderer | None = None) -> Iterator[
         yield r.render(plan["expression"][k], M)
 
 
-@contextlib.contextmanager
-def _atomic(path: Path, force: bool) -> Iterator[Path]:
-    """A temporary path beside ``path`` with the same suffix (so tools pick the format);
-    renamed into place on success, removed on failure."""
-    check_output(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        umask = os.umask(0o22)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual mode
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
-
-
 def _look_json(look: Look) -> str:
     d = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(look).items() if k != "identity"}
     return json.dumps(d)
@@ -214,7 +191,7 @@ def synthesize_clip(stem: Path, identity_seed: int = 0, seconds: float = 4.0, si
     cams = np.stack([camera_from_head(rotation_ypr(*plan["ypr"][k]), plan["delta"][k], renderer.t_cam)
                      for k in range(n)]).astype(np.float32)
 
-    with _atomic(audio, force) as tmp:
+    with atomic_output(audio, force) as tmp:
         sf.write(str(tmp), plan["speech"].pcm, plan["speech"].rate, format="WAV", subtype="PCM_16")
 
     def frames():
@@ -223,11 +200,11 @@ def synthesize_clip(stem: Path, identity_seed: int = 0, seconds: float = 4.0, si
             if progress is not None:
                 progress(k + 1)
 
-    with _atomic(video, force) as tmp:
+    with atomic_output(video, force) as tmp:
         written = write_video(tmp, frames(), fps, audio_path=audio)
 
     m = load_face_model()
-    with _atomic(gt, force) as tmp, open(tmp, "wb") as fh:
+    with atomic_output(gt, force) as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh,
             format=np.array(GT_FORMAT), version=np.array(GT_VERSION), README=np.array(GT_README),

@@ -370,7 +370,6 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
     lm2d = np.nan_to_num(np.asarray(landmarks[:, corr.landmark, :2], np.float64))  # (N,L,2)
     mean, id_basis, ex_basis = landmark_basis(model, corr)
     center = np.array([size / 2, size / 2])
-    E = ex_basis.shape[0]
     total = cfg.rounds + cfg.iterations
     done = 0
 

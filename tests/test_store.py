@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -40,7 +41,10 @@ def test_round_trip_plain_h5py(tmp_path):
         assert f["frames"][1, 2, 3, 1] == ((1 * 192 + 2 * 24 + 3 * 3 + 1) % 251)
     with store.open_store(p, require=("frames", "landmarks")) as f:
         assert f["landmarks/valid"].shape == (3,)
-    assert not list(tmp_path.glob("*.part"))
+    assert not list(tmp_path.glob("*.part*"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_create_refuses_existing_and_leaves_nothing_on_failure(tmp_path):
@@ -51,7 +55,7 @@ def test_create_refuses_existing_and_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         with store.create_store(q, "test"):
             raise RuntimeError("boom")
-    assert not q.exists() and not list(tmp_path.glob("*.part"))
+    assert not q.exists() and not list(tmp_path.glob("*.part*"))
 
 
 def test_newer_version_is_refused_with_exit_3(tmp_path):
