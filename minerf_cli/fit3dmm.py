@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
-from .errors import MinerfError
+from .errors import MinerfError, UsageError
 from .facemodel import MOUTH_SET, load_face_model
 from .geometry import euler_pitch_yaw_roll
 from .output import progress_bar
@@ -21,8 +21,6 @@ def fit_store(path: Path, config: FitConfig, force: bool = False) -> dict:
     t0 = time.perf_counter()
     with store.open_store(path, require=("frames", "landmarks")) as f:
         if "tracking" in f and not force:
-            from .errors import UsageError
-
             raise UsageError(f"{path}: /tracking exists (use --force to replace it)")
         points = f["landmarks/points"][...]
         valid = f["landmarks/valid"][...].astype(bool)
