@@ -1,0 +1,112 @@
+"""Radiance fields: the :class:`Field` interface and MI-NeRF's vanilla dynamic field.
+
+F_Theta : (M(e, i), l, x, v) -> (c, sigma)   (MI-NeRF eq. 3)
+
+The condition ``cond`` is the output of a conditioning module (M, H, baseline, A1-A7) and
+``latent`` the per-frame latent code l; both are per ray (R, C) / (R, L) or shared by all
+rays (C,) / (L,) (one frame per step). A faster field (hash grid, tri-plane) only has to
+implement the same ``forward``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from .encoding import DIR_FREQS, X_FREQS, PositionalEncoding
+
+# ICT neutral-mesh bounds (cm, head space) are x +-12.4, y -19.3..14.5, z -9.2..13.1;
+# padded by about 3 cm (hair, ears, expressions) this is the default head box.
+HEAD_BOX_MIN = (-15.5, -22.5, -12.5)
+HEAD_BOX_MAX = (15.5, 17.5, 16.0)
+
+
+def per_sample(code: torch.Tensor, n_rays: int, n_samples: int) -> torch.Tensor:
+    """Broadcast a per-ray (R, C) or shared (C,) code to per-sample (R, S, C) (a view)."""
+    if code.dim() == 1:
+        return code.expand(n_rays, n_samples, code.shape[-1])
+    if code.dim() == 2 and code.shape[0] == n_rays:
+        return code[:, None, :].expand(n_rays, n_samples, code.shape[-1])
+    raise ValueError(f"code must be (C,) or ({n_rays}, C), got {tuple(code.shape)}")
+
+
+class Field(nn.Module, ABC):
+    """Interface of a conditioned radiance field.
+
+    forward(x (R, S, 3) head-space points, viewdir (R, 3) unit ray directions (head space),
+    cond (R, C) or (C,), latent (R, L) or (L,)) -> density (R, S) >= 0, rgb (R, S, 3) in [0, 1].
+    """
+
+    cond_dim: int
+    latent_dim: int
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor, viewdir: torch.Tensor, cond: torch.Tensor,
+                latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ...
+
+
+class VanillaDynamicField(Field):
+    """The NeRF MLP of MI-NeRF appendix E (after NeRFace / AD-NeRF / LipNeRF).
+
+    * input h0 = [gamma_10(x_n); cond; latent], x_n = x mapped from the head box to [-1, 1]^3
+      (NeRF's encoding assumes coordinates of order 1; head space is in cm);
+    * trunk: 8 linear layers of 256 units, ReLU, h0 concatenated again to the output of
+      layer index 4 (NeRF's ``skips=[4]``);
+    * density head: one linear layer 256 -> 1, ReLU (NeRF's raw2alpha activation);
+    * colour branch: linear 256 -> 256 feature (no activation, as in NeRF), concatenated
+      with gamma_4(v), then 4 linear layers of 128 units with ReLU (NeRFace's 4 x 128
+      ``layers_dir``), then 128 -> 3 with a sigmoid.
+
+    The paper does not say where (M(e,i), l) enter the MLP; like NeRFace (which conditions
+    on expression and latent code) they are concatenated with gamma(x) at the input and at
+    the skip, not given to the colour branch.
+    """
+
+    def __init__(self, cond_dim: int, latent_dim: int, width: int = 256, depth: int = 8,
+                 skips: tuple[int, ...] = (4,), color_width: int = 128, color_depth: int = 4,
+                 x_freqs: int = X_FREQS, dir_freqs: int = DIR_FREQS,
+                 box_min: tuple[float, float, float] = HEAD_BOX_MIN,
+                 box_max: tuple[float, float, float] = HEAD_BOX_MAX):
+        super().__init__()
+        self.cond_dim, self.latent_dim, self.skips = cond_dim, latent_dim, tuple(skips)
+        self.pe_x = PositionalEncoding(3, x_freqs)
+        self.pe_dir = PositionalEncoding(3, dir_freqs)
+        bmin, bmax = torch.tensor(box_min, dtype=torch.float32), torch.tensor(box_max, dtype=torch.float32)
+        self.register_buffer("box_center", (bmin + bmax) / 2)
+        self.register_buffer("box_half", (bmax - bmin) / 2)
+        in_dim = self.pe_x.out_dim + cond_dim + latent_dim
+        layers = []
+        for k in range(depth):
+            n_in = in_dim if k == 0 else width + (in_dim if (k - 1) in self.skips else 0)
+            layers.append(nn.Linear(n_in, width))
+        self.trunk = nn.ModuleList(layers)
+        self.density_head = nn.Linear(width, 1)
+        self.feature = nn.Linear(width, width)
+        color = []
+        for k in range(color_depth):
+            color.append(nn.Linear((width + self.pe_dir.out_dim) if k == 0 else color_width, color_width))
+        self.color_layers = nn.ModuleList(color)
+        self.rgb_head = nn.Linear(color_width, 3)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Head space (cm) -> head box [-1, 1]^3, (..., 3) -> (..., 3)."""
+        return (x - self.box_center) / self.box_half
+
+    def forward(self, x, viewdir, cond, latent):
+        R, S, _ = x.shape
+        h0 = torch.cat([self.pe_x(self.normalize(x)), per_sample(cond, R, S), per_sample(latent, R, S)], -1)
+        h = h0
+        for k, layer in enumerate(self.trunk):
+            h = torch.relu(layer(h))
+            if k in self.skips:
+                h = torch.cat([h, h0], -1)
+        density = torch.relu(self.density_head(h))[..., 0]  # (R, S)
+        d = self.pe_dir(viewdir)[:, None, :].expand(R, S, self.pe_dir.out_dim)
+        c = torch.cat([self.feature(h), d], -1)
+        for layer in self.color_layers:
+            c = torch.relu(layer(c))
+        rgb = torch.sigmoid(self.rgb_head(c))  # (R, S, 3)
+        return density, rgb
