@@ -331,9 +331,10 @@ class _Problem:
         return (d * used).sum(-1) / used.sum()
 
 
-def _solve_frames(prob: _Problem, R, t, ex, ident, f, frames, iterations: int, chunk: int = 256,
+def _solve_frames(prob: _Problem, R, t, ex, ident, f, frames, iterations: int, chunk: int = 64,
                   fix_pose: bool = False):
-    """Gauss-Newton iterations on every frame's pose and blendshapes, in chunks of frames."""
+    """Gauss-Newton iterations on every frame's pose and blendshapes, in chunks of frames
+    (small chunks keep the (chunk, 2L, 6+E) Jacobians in cache)."""
     R, t, ex = R.copy(), t.copy(), ex.copy()
     for start in range(0, len(frames), chunk):
         sl = slice(start, start + chunk)

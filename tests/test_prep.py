@@ -26,8 +26,8 @@ from minerf_cli.store import open_store
 from minerf_cli.video import ffmpeg_exe, write_video
 
 REPO = Path(__file__).resolve().parents[1]
-_CANDIDATES = [REPO.parent / "shared" / "data" / "talking" / "videos", Path("/work/shared/data/talking/videos")]
-VIDEOS = next((p for p in _CANDIDATES if p.is_dir()), None)
+_VIDEOS = REPO.parent / "shared" / "data" / "talking" / "videos"  # beside the checkout, as in CI
+VIDEOS = _VIDEOS if _VIDEOS.is_dir() else None
 REAL_CLIP = "styletalk_feifeili_clip3_av.mp4"
 
 realdata = pytest.mark.realdata
