@@ -43,6 +43,7 @@ class Correspondence:
     weight: np.ndarray  # (L,) float32 data-term weight per landmark
     offset: np.ndarray | None = None  # (L,3) float32 head-space offset (cm) added to the surface point
     identity_offset: np.ndarray | None = None  # (I,L,3) float32 offset (cm) per identity coefficient
+    expression_offset: np.ndarray | None = None  # (E,L,3) float32 offset (cm) per blendshape weight
 
 
 @functools.lru_cache(maxsize=1)
@@ -56,6 +57,7 @@ def load_correspondence() -> Correspondence:
             weight=d["weight"].astype(np.float32),
             offset=d["offset"].astype(np.float32) if "offset" in d else None,
             identity_offset=d["identity_offset"].astype(np.float32) if "identity_offset" in d else None,
+            expression_offset=d["expression_offset"].astype(np.float32) if "expression_offset" in d else None,
         )
 
 
@@ -75,7 +77,10 @@ def landmark_basis(model: FaceModel, corr: Correspondence) -> tuple[np.ndarray, 
         mean = mean + corr.offset
     if corr.identity_offset is not None:
         ident = ident + corr.identity_offset
-    return mean, ident, at(model.expression_modes)
+    expr = at(model.expression_modes)
+    if corr.expression_offset is not None:
+        expr = expr + corr.expression_offset
+    return mean, ident, expr
 
 
 

@@ -117,22 +117,20 @@ def refine(lms, projs, seeds, radius_cm: float = 1.5, grid: int = 8):
     return out_tv, out_b, rms
 
 
-def identity_correction(lms, params, tv, bary, weight, ridge: float = 0.1, clip_px: float = 8.0):
-    """Offsets of the landmark points (head space, cm) linear in the identity.
-
-    Mediapipe's landmarks follow a face's shape only partly (they lean towards its own
-    mean face), so a fixed surface point per landmark leaves an identity-dependent error
-    that the fit otherwise absorbs into the head pose (a pitch bias of several degrees).
-    Model: detected = project(X_l(id, ex) + c_l + id . D_l) and solve, per landmark, the
-    ridge least squares for c_l (3,) and D_l (I, 3) over all frames, linearising the
-    projection at the ground truth. Returns c (L,3) and D (I,L,3).
-    """
+def _linearise(lms, params, tv, bary, offset=None, identity_offset=None, clip_px: float = 8.0):
+    """Residuals (F,L,2) of the detected landmarks against the ground-truth projections of
+    the corresponded points (plus any offsets so far), capped at ``clip_px``, and the
+    Jacobian (F,L,2,3) of the projection with respect to a head-space offset of each point."""
     model = load_face_model()
 
     def at(arr):
         return (arr[..., tv, :] * bary[..., None]).sum(-2)
 
     mean, idb, exb = at(model.neutral), at(model.identity_modes), at(model.expression_modes)
+    if offset is not None:
+        mean = mean + offset
+    if identity_offset is not None:
+        idb = idb + identity_offset
     pts = mean + np.einsum("fi,ilc->flc", params["identity"], idb) + np.einsum("fe,elc->flc", params["expression"], exb)
     cam = np.einsum("fij,flj->fli", params["rotation"], pts) + params["translation"][:, None]
     K = params["K"]
@@ -147,6 +145,30 @@ def identity_correction(lms, params, tv, bary, weight, ridge: float = 0.1, clip_
     P[..., 0, 0] = P[..., 1, 1] = 1.0
     P[..., 0, 2], P[..., 1, 2] = -cam[..., 0] * iz, -cam[..., 1] * iz
     J = (K[:, None, 0, 0] * iz)[..., None, None] * np.einsum("flac,fcd->flad", P, params["rotation"])
+    return err, J
+
+
+def _ridge_per_landmark(A, b, weight, ridge):
+    """Solve (A + ridge * mean diag) W = b per landmark: A (L,3Q,3Q), b (L,3Q) -> W (L,Q,3)."""
+    n = A.shape[-1]
+    scale = np.trace(A, axis1=1, axis2=2)[:, None] / n  # ridge relative to the data
+    A = A + np.eye(n)[None] * (ridge * scale[..., None] + 1e-9)
+    W = np.linalg.solve(A, b[..., None])[..., 0].reshape(len(A), n // 3, 3)
+    W[weight <= 0] = 0.0
+    return W
+
+
+def identity_correction(lms, params, tv, bary, weight, ridge: float = 0.1):
+    """Offsets of the landmark points (head space, cm) linear in the identity.
+
+    Mediapipe's landmarks follow a face's shape only partly (they lean towards its own
+    mean face), so a fixed surface point per landmark leaves an identity-dependent error
+    that the fit otherwise absorbs into the head pose (a pitch bias of several degrees).
+    Model: detected = project(X_l(id, ex) + c_l + id . D_l) and solve, per landmark, the
+    ridge least squares for c_l (3,) and D_l (I, 3) over all frames, linearising the
+    projection at the ground truth. Returns c (L,3) and D (I,L,3).
+    """
+    err, J = _linearise(lms, params, tv, bary)
     # frames share an identity per clip: accumulate per identity, then the Kronecker products
     ids, inverse = np.unique(params["identity"], axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -158,11 +180,31 @@ def identity_correction(lms, params, tv, bary, weight, ridge: float = 0.1, clip_
     Q = phi.shape[1]
     A = np.einsum("cp,cq,clde->lpdqe", phi, phi, G).reshape(len(tv), 3 * Q, 3 * Q)
     b = np.einsum("cp,cld->lpd", phi, h).reshape(len(tv), 3 * Q)
-    scale = np.trace(A, axis1=1, axis2=2)[:, None] / (3 * Q)  # ridge relative to the data
-    A = A + np.eye(3 * Q)[None] * (ridge * scale[..., None] + 1e-9)
-    W = np.linalg.solve(A, b[..., None])[..., 0].reshape(len(tv), Q, 3)
-    W[weight <= 0] = 0.0
+    W = _ridge_per_landmark(A, b, weight, ridge)
     return W[:, 0].astype(np.float32), W[:, 1:].transpose(1, 0, 2).astype(np.float32)
+
+
+def expression_correction(lms, params, tv, bary, weight, offset, identity_offset, ridge: float = 0.1,
+                          min_std: float = 0.03):
+    """Offsets of the landmark points (cm) linear in the blendshapes, after the identity's.
+
+    Mediapipe's landmarks need not follow an ICT blendshape exactly (e.g. they move less
+    with a smile than the surface does). Same model and solve as the identity correction,
+    with per-frame regressors: the blendshapes that vary in the training renders (std >
+    ``min_std``); the others keep no correction. Returns (E,L,3).
+    """
+    err, J = _linearise(lms, params, tv, bary, offset, identity_offset)
+    ex = params["expression"]
+    used = np.flatnonzero(ex.std(0) > min_std)
+    phi = ex[:, used]  # (F, Q)
+    Q = len(used)
+    JtJ = np.einsum("flad,flae->flde", J, J)  # (F,L,3,3)
+    A = np.einsum("fp,fq,flde->lpdqe", phi, phi, JtJ).reshape(len(tv), 3 * Q, 3 * Q)
+    b = np.einsum("fp,flad,fla->lpd", phi, J, err).reshape(len(tv), 3 * Q)
+    W = _ridge_per_landmark(A, b, weight, ridge)
+    out = np.zeros((ex.shape[1], len(tv), 3), np.float32)
+    out[used] = W.transpose(1, 0, 2)
+    return out
 
 
 def main() -> None:
@@ -172,6 +214,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--ridge", type=float, default=0.1, help="ridge of the identity correction")
+    ap.add_argument("--expression-ridge", type=float, default=0.1, help="ridge of the expression correction")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--cache", type=Path, default=None, help="keep the rendered data in this .npz (reused if present)")
     args = ap.parse_args()
@@ -189,11 +232,13 @@ def main() -> None:
     weight = np.where(ok, 1.0 / (1.0 + (np.nan_to_num(rms, nan=99, posinf=99) / 1.5) ** 2), 0.0)
     weight[rms > 6.0] = 0.0
     offset, identity_offset = identity_correction(lms, params, tv, bary, weight, args.ridge)
+    expression_offset = expression_correction(lms, params, tv, bary, weight, offset, identity_offset,
+                                              args.expression_ridge)
     out = args.out or Path(str(data_path("mediapipe_ict_correspondence.npz")))
     np.savez_compressed(out, landmark=np.arange(len(tv), dtype=np.int32), tri_vertices=tv.astype(np.int32),
                         bary=bary.astype(np.float32), weight=weight.astype(np.float32),
                         rms_px=np.nan_to_num(rms, posinf=np.nan).astype(np.float32),
-                        offset=offset, identity_offset=identity_offset)
+                        offset=offset, identity_offset=identity_offset, expression_offset=expression_offset)
     print(json.dumps({"output": str(out), "frames": int(len(lms)), "landmarks": int(ok.sum()),
                       "median_rms_px": float(np.median(rms[ok])), "mean_rms_px": float(np.mean(rms[ok])),
                       "zero_weight": int((weight == 0).sum())}))
