@@ -125,25 +125,26 @@ class FacePlan:
     sample_fps: float
 
 
-def _ranges(indices: list[int]) -> str:
-    """'3, 10-14, 20' from sorted ints."""
+def _runs(indices: list[int]) -> list[list[int]]:
+    """[[first, last], ...] runs of consecutive values in sorted ints."""
     out: list[list[int]] = []
     for i in indices:
         if out and i - out[-1][1] == 1:
             out[-1][1] = i
         else:
             out.append([i, i])
-    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out[:6]) + (", ..." if len(out) > 6 else "")
+    return out
+
+
+def _ranges(indices: list[int]) -> str:
+    """'3, 10-14, 20' from sorted ints."""
+    runs = _runs(indices)
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:6]) + (", ..." if len(runs) > 6 else "")
 
 
 def _frame_ranges(sample_idx: list[int], sample_fps: float, fps: float) -> str:
     """Frame ranges (in stored-frame numbering) covered by runs of sampled frames."""
-    runs: list[list[int]] = []
-    for k in sample_idx:
-        if runs and k - runs[-1][1] == 1:
-            runs[-1][1] = k
-        else:
-            runs.append([k, k])
+    runs = _runs(sample_idx)
     per = fps / sample_fps
     parts = []
     for a, b in runs[:6]:

@@ -31,6 +31,7 @@ from minerf_cli.facemodel import data_path, load_face_model
 from minerf_cli.prep import PrepOptions, prep
 from minerf_cli.raster import barycentric_at, project, rasterize
 from minerf_cli.synth import synthesize
+from minerf_cli.tracking import Correspondence, landmark_basis
 
 NUM_MESH = 468  # mediapipe landmarks without the 10 iris points
 
@@ -121,16 +122,8 @@ def _linearise(lms, params, tv, bary, offset=None, identity_offset=None, clip_px
     """Residuals (F,L,2) of the detected landmarks against the ground-truth projections of
     the corresponded points (plus any offsets so far), capped at ``clip_px``, and the
     Jacobian (F,L,2,3) of the projection with respect to a head-space offset of each point."""
-    model = load_face_model()
-
-    def at(arr):
-        return (arr[..., tv, :] * bary[..., None]).sum(-2)
-
-    mean, idb, exb = at(model.neutral), at(model.identity_modes), at(model.expression_modes)
-    if offset is not None:
-        mean = mean + offset
-    if identity_offset is not None:
-        idb = idb + identity_offset
+    corr = Correspondence(np.arange(len(tv)), tv, bary, np.ones(len(tv), np.float32), offset, identity_offset)
+    mean, idb, exb = landmark_basis(load_face_model(), corr)
     pts = mean + np.einsum("fi,ilc->flc", params["identity"], idb) + np.einsum("fe,elc->flc", params["expression"], exb)
     cam = np.einsum("fij,flj->fli", params["rotation"], pts) + params["translation"][:, None]
     K = params["K"]
