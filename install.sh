@@ -78,7 +78,8 @@ fi
 say "installing $MEDIAPIPE_SPEC (--no-deps)"
 pip_install --no-deps "$MEDIAPIPE_SPEC"
 
-# 4. Verify: imports, a working face mesh, one headless OpenCV build, the console script.
+# 4. Verify: imports, a working face mesh, dlib's face models, one headless OpenCV build,
+#    the console script.
 log=$(mktemp)
 trap 'rm -f "$log" "$log.out"' EXIT
 # (From another directory: in the checkout, `import minerf_cli` would find the source tree,
@@ -109,8 +110,11 @@ with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmark
     pass
 with face_detection.FaceDetection(model_selection=1), selfie_segmentation.SelfieSegmentation(model_selection=1):
     pass
+import dlib
 import shutil, sysconfig
 import minerf_cli
+from minerf_cli.metrics import FaceIdentity
+FaceIdentity()  # dlib-bin and face-recognition-models: `minerf evaluate`'s face models load
 script = shutil.which("minerf", path=sysconfig.get_path("scripts"))
 cmd = [script] if script else [sys.executable, "-c", "from minerf_cli.app import main; main()"]
 out = subprocess.run([*cmd, "--version"], capture_output=True, text=True)
@@ -121,7 +125,7 @@ if problems:
 cuda = "cuda " + torch.version.cuda if torch.cuda.is_available() else "cpu only"
 print(f"minerf {minerf_cli.__version__} install OK: python {sys.version.split()[0]}, torch {torch.__version__} "
       f"({cuda}), mediapipe {mp.__version__}, opencv {cv2.__version__} (contrib, headless), "
-      f"numpy {numpy.__version__}, h5py {h5py.__version__}")
+      f"numpy {numpy.__version__}, h5py {h5py.__version__}, dlib {dlib.__version__}")
 EOF
 then
     say "verification failed:"

@@ -21,6 +21,10 @@ def prep(
     fps: Optional[float] = typer.Option(None, "--fps", help="Resample to this frame rate (default: the source's)."),
     min_valid: float = typer.Option(
         0.9, "--min-valid", help="Refuse the clip when face landmarks are found on a smaller fraction of frames."),
+    jpeg_quality: Optional[int] = typer.Option(
+        None, "--jpeg-quality", metavar="Q",
+        help="Store the frames as JPEG of this quality (1-100, 4:4:4 chroma) instead of lossless; "
+        "90 made real 512x512 stores about 6x smaller at 45-49 dB PSNR."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Crop one talking face from a video; store frames, audio, landmarks, masks, background.
@@ -29,12 +33,14 @@ def prep(
 
     Refuses (exit 1) clips with no face, with two prominent faces, or with the face lost too often.
 
+    Frames are stored lossless unless --jpeg-quality is given (`minerf repack` converts a store later).
+
     Example: minerf prep talk.mp4 -o talk.h5 --size 512 | jq .valid_fraction
     """
     from minerf_cli.prep import PrepOptions, prep as run_prep  # heavy imports: only when run
 
     opts = PrepOptions(size=size, start=start, end=end, max_frames=max_frames, fps=fps,
-                       min_valid=min_valid, force=force)
+                       min_valid=min_valid, force=force, jpeg_quality=jpeg_quality)
     emit_json(run_prep(video, output, opts))
 
 

@@ -24,7 +24,7 @@ def fit_store(path: Path, config: FitConfig, force: bool = False) -> dict:
             raise UsageError(f"{path}: /tracking exists (use --force to replace it)")
         points = f["landmarks/points"][...]
         valid = f["landmarks/valid"][...].astype(bool)
-        size = int(f["frames"].shape[1])
+        size = store.FrameReader(f).height  # lossless or JPEG frames
         fps = float(f["frames"].attrs["fps"])
     n = len(valid)
     if n == 0 or not valid.any():

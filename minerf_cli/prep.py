@@ -8,7 +8,8 @@ Two passes over the video, both decoded by ffmpeg in its own process:
 2. extract: ffmpeg crops and scales every frame to size x size; here the face mesh
    (landmarks) and selfie segmentation (person mask, in a helper thread) run on it, the
    head mask is built, frames and masks are deflated and written in a worker thread
-   (minerf_cli.chunkio) and a few frames are kept for the background plate.
+   (minerf_cli.chunkio; with --jpeg-quality the frames are JPEG-encoded in a thread of
+   store.FrameWriter instead) and a few frames are kept for the background plate.
 
 The audio track is decoded to 16 kHz mono float32 and cut to the frames' duration.
 Everything is written through store.create_store: a temporary file renamed into place
@@ -61,6 +62,7 @@ class PrepOptions:
     fps: float | None = None  # None: the source's frame rate
     min_valid: float = 0.9
     force: bool = False
+    jpeg_quality: int | None = None  # None: lossless frames
 
     def check(self) -> None:
         """Usage errors (exit 2) for impossible option values."""
@@ -76,6 +78,8 @@ class PrepOptions:
             raise UsageError(f"--fps must be in (0, 240] (got {self.fps})")
         if not 0.0 <= self.min_valid <= 1.0:
             raise UsageError(f"--min-valid must be in [0, 1] (got {self.min_valid})")
+        if self.jpeg_quality is not None:
+            store.check_jpeg_quality(self.jpeg_quality)
 
 
 @dataclass
@@ -259,13 +263,16 @@ class Extracted:
     hole_fraction: float
 
 
-def extract(video: Path, info: VideoInfo, window: Window, crop: CropBox, size: int, f, timer: Timer) -> Extracted:
-    """Pass 2: write /frames, /landmarks, /masks and /background into the open store ``f``."""
+def extract(video: Path, info: VideoInfo, window: Window, crop: CropBox, size: int, f, timer: Timer,
+            jpeg_quality: int | None = None) -> Extracted:
+    """Pass 2: write /frames, /landmarks, /masks and /background into the open store ``f``.
+
+    Frames are lossless, or JPEG of ``jpeg_quality``.
+    """
     t_start = time.perf_counter()
     est = max(1, int(round(window.length(info) * window.fps)))
     if window.max_frames is not None:
         est = min(est, window.max_frames)
-    frames_ds = store.frames_dataset(f, 0, size, resizable=True)
     masks = f.create_group("masks")
     head_ds = chunked_dataset(masks, "head", (size, size), "uint8")
     person_ds = chunked_dataset(masks, "person", (size, size), "uint8")
@@ -284,7 +291,9 @@ def extract(video: Path, info: VideoInfo, window: Window, crop: CropBox, size: i
                          start=window.start or None, end=window.end, max_frames=window.max_frames,
                          fps=window.fps)
     with FaceMesh() as mesh, PersonSegmenter() as segmenter, ThreadPoolExecutor(1) as pool, \
-            ChunkWriter() as writer, progress_bar("prep", est) as bar:
+            ChunkWriter() as writer, \
+            store.FrameWriter(f, size, size, jpeg_quality, chunk_writer=writer) as frames_out, \
+            progress_bar("prep", est) as bar:
         task = bar.add_task("prep", total=est, info="")
         frames = _prefetch(source)
         i = 0
@@ -305,7 +314,7 @@ def extract(video: Path, info: VideoInfo, window: Window, crop: CropBox, size: i
                 background.add(frame, person)
             t4 = time.perf_counter()
             busy["masks"] += t4 - t3
-            writer.put(frames_ds, i, frame)
+            frames_out.put(i, frame)
             writer.put(head_ds, i, head)
             writer.put(person_ds, i, person)
             t = time.perf_counter()
@@ -315,7 +324,8 @@ def extract(video: Path, info: VideoInfo, window: Window, crop: CropBox, size: i
                            info=f"{(i + 1) / (t - t_start):.0f} frames/s")
         n = len(points)
         bar.update(task, completed=n, total=n)
-    for ds in (frames_ds, head_ds, person_ds):
+    frames_out.trim(n)
+    for ds in (head_ds, person_ds):
         ChunkWriter.trim(ds, n)
     t_loop = time.perf_counter()
     timer.add("extract", t_loop - t_start)
@@ -323,6 +333,9 @@ def extract(video: Path, info: VideoInfo, window: Window, crop: CropBox, size: i
         timer.add(f"extract.{k}", v)
     timer.add("extract.compress", writer.seconds["compress"])
     timer.add("extract.write", writer.seconds["write"])
+    if frames_out.codec == store.JPEG:
+        timer.add("extract.jpeg", frames_out.seconds["encode"])
+        timer.add("extract.jpeg_write", frames_out.seconds["write"])
     if n == 0:
         raise MinerfError(f"{video}: no video frames could be decoded in the chosen range")
 
@@ -401,7 +414,7 @@ def prep(video: Path, output: Path, opts: PrepOptions = PrepOptions()) -> dict:
         timer.add("hash", time.perf_counter() - t)
         source = {"source_path": str(video.resolve()), "source_sha256": digest}
         with store.create_store(output, COMMAND, force=opts.force, source=source) as f:
-            result = extract(video, info, window, plan.crop, opts.size, f, timer)
+            result = extract(video, info, window, plan.crop, opts.size, f, timer, opts.jpeg_quality)
             fraction = float(result.valid.mean())
             if fraction < opts.min_valid:
                 raise MinerfError(
@@ -440,4 +453,6 @@ def prep(video: Path, output: Path, opts: PrepOptions = PrepOptions()) -> dict:
         "extract_frames_per_second": round(result.n / timer.seconds["extract"], 1),
         "stage_frames_per_second": stage_fps,
         "deflate": DEFLATE_BACKEND,
+        "frames_codec": store.LOSSLESS if opts.jpeg_quality is None else store.JPEG,
+        "jpeg_quality": opts.jpeg_quality,
     }

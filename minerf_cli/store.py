@@ -4,14 +4,26 @@ One store per video clip, readable with plain h5py / h5ls. The root and every to
 node carry ``format``, ``version`` and ``created_by`` attributes; a reader refuses (exit
 code 3) a store whose format is unknown or whose version is newer than it understands,
 and a command that needs a node the store lacks says which stage writes it.
+
+/frames holds the frames either lossless (an (N,H,W,3) uint8 dataset, one gzip chunk per
+frame) or as JPEG (an (N,) dataset of variable-length uint8 arrays, one JPEG file per
+frame, attrs codec="jpeg", quality, height, width). ``FrameReader`` reads both and
+``FrameWriter`` writes both. JPEG frames came with store version 2: a version-1 reader
+would take the byte arrays for frames, so everything is now written as version 2, a JPEG
+/frames in a store marked version 1 is refused, and version-1 stores (always lossless)
+are still read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import queue
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -21,8 +33,14 @@ from .errors import FormatError, MinerfError, UsageError
 from .fsutil import atomic_output
 
 FORMAT = "minerf-store"
-VERSION = 1
+# 2: /frames may hold JPEG frames (codec="jpeg"). Version-1 stores (lossless frames only) are
+# still read; a version-1 reader refuses version-2 stores instead of misreading JPEG bytes.
+VERSION = 2
+JPEG_VERSION = 2  # the first version that may hold JPEG frames
 NUM_LANDMARKS = 478
+
+LOSSLESS = "lossless"  # FrameReader.codec of an (N,H,W,3) uint8 /frames (no codec attribute)
+JPEG = "jpeg"
 
 
 @dataclass(frozen=True)
@@ -47,10 +65,19 @@ SCHEMA: dict[str, Node] = {
     "frames": Node(
         "dataset", "prep", {"": ("N", "H", "W", 3)}, {"": "uint8"},
         attrs=("fps", "crop_box", "source_size", "source_fps", "start_time"),
-        doc="RGB frames of one square crop for the whole clip, one gzip chunk per frame; frame i "
+        doc="RGB frames of one square crop for the whole clip; frame i "
         "shows source time start_time + i / fps (constant rate: ffmpeg resamples variable-rate "
         "sources). crop_box = [x0, y0, side] in source pixels, always inside the source frame "
-        "(shifted, or shrunk to the shorter side, never padded); source_size = [width, height].",
+        "(shifted, or shrunk to the shorter side, never padded); source_size = [width, height]. "
+        "Two encodings. Lossless (the default): an (N, H, W, 3) uint8 dataset, one gzip chunk per "
+        "frame, no codec attribute. JPEG (`minerf prep --jpeg-quality Q`, `minerf repack`): an (N,) "
+        "dataset of variable-length uint8 arrays, each the bytes of one frame's JPEG file (4:4:4 "
+        "chroma where OpenCV offers it, recorded in chroma_subsampling), with attributes codec = "
+        "\"jpeg\", quality (1-100), height = H and width = W; decode with cv2.imdecode (which returns "
+        "BGR; the frames are RGB) or read either encoding with minerf_cli.store.FrameReader. JPEG "
+        "frames came with store version 2 (a version-1 reader would take the byte arrays for frames): "
+        "a JPEG /frames in a store marked version 1 is refused; version-1 stores, always lossless, "
+        "are still read.",
     ),
     "audio": Node(
         "group", "prep", {"pcm": ("S",)}, {"pcm": "float32"}, attrs=("sample_rate",),
@@ -129,6 +156,39 @@ def _check_version(obj: h5py.HLObject, where: str, path: Path) -> None:
         )
 
 
+def _attr_str(value) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return None if value is None else str(value)
+
+
+def frames_codec(ds: h5py.Dataset) -> str:
+    """LOSSLESS or JPEG: how a /frames dataset stores its frames (no check of the layout)."""
+    codec = _attr_str(ds.attrs.get("codec"))
+    return LOSSLESS if codec is None else codec
+
+
+def _frames_shape(f: h5py.File, ds: h5py.Dataset, path: Path) -> tuple:
+    """The (N, H, W, 3) shape /frames decodes to; checks the JPEG layout (FormatError)."""
+    codec = frames_codec(ds)
+    if codec == LOSSLESS:
+        return ds.shape
+    if codec != JPEG:
+        raise FormatError(f"{path}: /frames has codec {codec!r}; this minerf ({__version__}) reads "
+                          f"lossless and {JPEG!r} frames")
+    if ds.ndim != 1 or h5py.check_vlen_dtype(ds.dtype) != np.uint8:
+        raise FormatError(f"{path}: /frames (codec {JPEG!r}) should be an (N,) dataset of variable-length "
+                          f"uint8 arrays, not shape {ds.shape} {ds.dtype}")
+    missing = [a for a in ("quality", "height", "width") if a not in ds.attrs]
+    if missing:
+        raise FormatError(f"{path}: /frames (codec {JPEG!r}) lacks attribute(s) {', '.join(map(repr, missing))}")
+    for where, obj in (("root", f), ("/frames", ds)):
+        if int(obj.attrs["version"]) < JPEG_VERSION:
+            raise FormatError(f"{path}: {where} says store version {int(obj.attrs['version'])}, but /frames holds "
+                              f"JPEG frames (store version {JPEG_VERSION} or later)")
+    return (ds.shape[0], int(ds.attrs["height"]), int(ds.attrs["width"]), 3)
+
+
 def validate(f: h5py.File, path: Path, require: tuple[str, ...] = ()) -> dict[str, int]:
     """Check the root, every known node present and the ``require``d ones.
 
@@ -150,12 +210,13 @@ def validate(f: h5py.File, path: Path, require: tuple[str, ...] = ()) -> dict[st
                 raise FormatError(f"{path}: /{name}/{dname} is missing")
             ds = obj[dname] if dname else obj
             full = f"/{name}/{dname}" if dname else f"/{name}"
-            if len(ds.shape) != len(shape):
-                raise FormatError(f"{path}: {full} has shape {ds.shape}, expected {shape}")
-            for sym, actual in zip(shape, ds.shape):
+            actual_shape = _frames_shape(f, ds, path) if name == "frames" and not dname else ds.shape
+            if len(actual_shape) != len(shape):
+                raise FormatError(f"{path}: {full} has shape {actual_shape}, expected {shape}")
+            for sym, actual in zip(shape, actual_shape):
                 if isinstance(sym, int):
                     if sym != actual:
-                        raise FormatError(f"{path}: {full} has shape {ds.shape}, expected {shape}")
+                        raise FormatError(f"{path}: {full} has shape {actual_shape}, expected {shape}")
                 elif symbols.setdefault(sym, actual) != actual:
                     raise FormatError(
                         f"{path}: {full} has {sym}={actual} but the store elsewhere has {sym}={symbols[sym]}"
@@ -227,17 +288,286 @@ def add_node(path: Path, name: str, command: str, force: bool = False) -> Iterat
             raise
 
 
-def frames_dataset(f: h5py.File, n: int, size: int, compression_level: int = 1, resizable: bool = False) -> h5py.Dataset:
-    """The /frames dataset: (n, size, size, 3) uint8, one gzip chunk per frame.
+def frames_dataset(f: h5py.File, n: int, size: int, compression_level: int = 1, resizable: bool = False,
+                   width: int | None = None) -> h5py.Dataset:
+    """A lossless /frames dataset: (n, size, width or size, 3) uint8, one gzip chunk per frame.
 
     ``resizable`` allows growing/trimming it along N (for writers that learn N at the end).
     """
+    width = size if width is None else width
     ds = f.create_dataset(
-        "frames", shape=(n, size, size, 3), dtype="uint8", chunks=(1, size, size, 3),
-        maxshape=(None, size, size, 3) if resizable else None,
+        "frames", shape=(n, size, width, 3), dtype="uint8", chunks=(1, size, width, 3),
+        maxshape=(None, size, width, 3) if resizable else None,
         compression="gzip", compression_opts=compression_level, shuffle=False,
     )
     return ds
+
+
+def jpeg_frames_dataset(f: h5py.File, n: int, height: int, width: int, quality: int) -> h5py.Dataset:
+    """A JPEG /frames dataset: (n,) variable-length uint8, resizable, codec attributes set."""
+    ds = f.create_dataset("frames", shape=(n,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8),
+                          chunks=(JPEG_CHUNK,))
+    ds.attrs["codec"] = JPEG
+    ds.attrs["quality"] = int(quality)
+    ds.attrs["height"] = int(height)
+    ds.attrs["width"] = int(width)
+    ds.attrs["chroma_subsampling"] = _jpeg_sampling()[1]
+    return ds
+
+
+# ------------------------------------------------------------------------ JPEG frames
+
+JPEG_CHUNK = 64  # frames per chunk of the (N,) dataset of references to the JPEG bytes
+
+
+def _jpeg_sampling() -> tuple[list[int], str]:
+    """cv2.imencode parameters for 4:4:4 chroma where this OpenCV offers them (4.8+)."""
+    import cv2  # noqa: PLC0415 - heavy; only where frames are encoded
+
+    flag = getattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR", None)
+    if flag is None:  # pragma: no cover - depends on the OpenCV build
+        return [], "4:2:0"
+    return [int(flag), int(getattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR_444", 0x111111))], "4:4:4"
+
+
+def check_jpeg_quality(quality: int, option: str = "--jpeg-quality") -> None:
+    if not 1 <= int(quality) <= 100:
+        raise UsageError(f"{option} must be in 1..100 (got {quality})")
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> np.ndarray:
+    """One (H, W, 3) uint8 RGB frame -> the bytes of a JPEG file, as a 1-D uint8 array."""
+    import cv2  # noqa: PLC0415
+
+    params, _ = _jpeg_sampling()
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR),
+                           [int(cv2.IMWRITE_JPEG_QUALITY), int(quality), *params])
+    if not ok:
+        raise MinerfError(f"JPEG encoding of a {frame.shape} frame failed")
+    return buf.reshape(-1)
+
+
+def decode_jpeg(data: np.ndarray | bytes, where: str = "frame") -> np.ndarray:
+    """The bytes of a JPEG file -> (H, W, 3) uint8 RGB (MinerfError naming ``where`` if undecodable)."""
+    import cv2  # noqa: PLC0415
+
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data, np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if buf.size else None
+    if img is None:
+        raise MinerfError(f"{where} is not a decodable JPEG ({buf.size} bytes)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 images (peak 255); inf when identical."""
+    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+
+
+class FrameReader:
+    """Random access to /frames in either encoding, as (H, W, 3) uint8 RGB arrays.
+
+    ``FrameReader(f)`` takes an open store (or its /frames dataset). ``reader[i]`` is one
+    frame (H, W, 3); ``reader[a:b]``, ``reader[[i, j, ...]]`` or ``reader[int_array]`` (any
+    order, repeats allowed, negative indices count from the end) give (n, H, W, 3).
+    Iterating yields the frames in order, read in blocks.
+    """
+
+    def __init__(self, f: h5py.File | h5py.Group | h5py.Dataset, block: int = 32):
+        if isinstance(f, h5py.Dataset):
+            ds = f
+        else:
+            if "frames" not in f:
+                raise FormatError(f"{f.file.filename}: store has no /frames (run `minerf prep` first)")
+            ds = f["frames"]
+        self.dataset = ds
+        self.codec = frames_codec(ds)
+        self.block = max(1, int(block))
+        self._where = f"{ds.file.filename}: {ds.name}"
+        if self.codec == JPEG:
+            self.height, self.width = int(ds.attrs["height"]), int(ds.attrs["width"])
+            self.quality: int | None = int(ds.attrs["quality"])
+        elif self.codec == LOSSLESS and ds.ndim == 4:
+            self.height, self.width = int(ds.shape[1]), int(ds.shape[2])
+            self.quality = None
+        else:
+            raise FormatError(f"{self._where}: frames of codec {self.codec!r} and shape {ds.shape} are not readable")
+        self._n = int(ds.shape[0])
+
+    @property
+    def attrs(self) -> h5py.AttributeManager:
+        return self.dataset.attrs
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """The decoded shape (N, H, W, 3)."""
+        return (self._n, self.height, self.width, 3)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for start in range(0, self._n, self.block):
+            yield from self[start:start + self.block]
+
+    def _index(self, i: int) -> int:
+        j = int(i) + self._n if i < 0 else int(i)
+        if not 0 <= j < self._n:
+            raise IndexError(f"frame index {i} out of range for {self._n} frames")
+        return j
+
+    def _decode(self, data: np.ndarray, i: int) -> np.ndarray:
+        img = decode_jpeg(data, f"{self._where}[{i}]")
+        if img.shape != (self.height, self.width, 3):
+            raise MinerfError(f"{self._where}[{i}] decodes to {img.shape}, expected "
+                              f"({self.height}, {self.width}, 3)")
+        return img
+
+    def encoded(self, i: int) -> np.ndarray:
+        """The stored JPEG bytes of frame i (JPEG stores only), as a 1-D uint8 array."""
+        if self.codec != JPEG:
+            raise ValueError(f"{self._where}: frames are {self.codec}, not JPEG")
+        return np.asarray(self.dataset[self._index(i)], np.uint8)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            i = self._index(key)
+            if self.codec == JPEG:
+                return self._decode(self.dataset[i], i)
+            return self.dataset[i]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self._n)
+            if step == 1 and self.codec == LOSSLESS:
+                return self.dataset[start:max(start, stop)]
+            idx = np.arange(start, stop, step)
+        elif isinstance(key, (Sequence, np.ndarray)) and not isinstance(key, (str, bytes)):
+            idx = np.asarray(key)
+            if idx.dtype == bool:
+                if idx.shape != (self._n,):
+                    raise IndexError(f"boolean frame mask of shape {idx.shape} for {self._n} frames")
+                idx = np.flatnonzero(idx)
+            elif idx.size == 0:
+                idx = idx.astype(np.int64)
+            elif idx.dtype.kind not in "iu" or idx.ndim != 1:
+                raise IndexError(f"frame indices must be ints, a slice or a 1-D int array (got {idx.dtype} "
+                                 f"of shape {idx.shape})")
+            idx = np.array([self._index(i) for i in idx.tolist()], np.int64)
+        else:
+            raise TypeError(f"frame index must be an int, a slice or a sequence of ints, not {type(key).__name__}")
+        if len(idx) == 0:
+            return np.empty((0, self.height, self.width, 3), np.uint8)
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        frames = np.empty((len(uniq), self.height, self.width, 3), np.uint8)
+        for a in range(0, len(uniq), self.block):
+            part = uniq[a:a + self.block]
+            if self.codec == LOSSLESS:
+                if part[-1] - part[0] + 1 == len(part):  # a contiguous run: one hyperslab
+                    frames[a:a + len(part)] = self.dataset[int(part[0]):int(part[-1]) + 1]
+                else:
+                    frames[a:a + len(part)] = self.dataset[part]
+            else:
+                raw = self.dataset[part] if len(part) > 1 else [self.dataset[int(part[0])]]
+                for k, i in enumerate(part.tolist()):
+                    frames[a + k] = self._decode(raw[k], i)
+        if len(uniq) == len(idx) and np.array_equal(uniq, idx):
+            return frames
+        return frames[inverse.reshape(-1)]
+
+
+class FrameWriter:
+    """Write /frames frame by frame, lossless or JPEG; encoding and writing run in a worker thread.
+
+    ``FrameWriter(f, height, width, jpeg_quality=None)`` creates /frames in the open store
+    ``f`` (lossless gzip when ``jpeg_quality`` is None). Use as a context manager, ``put(i,
+    frame)`` every (H, W, 3) uint8 RGB frame, then call ``trim(n)`` after the block to set
+    the final length. Lossless frames go through a ``chunkio.ChunkWriter`` (pass one to
+    share its thread with other datasets); JPEG frames are encoded with cv2.imencode in
+    the writer's own thread. With ``measure=True`` (JPEG) each frame's PSNR against its
+    decoded JPEG is kept in ``psnr`` (index -> dB).
+    """
+
+    def __init__(self, f: h5py.File, height: int, width: int, jpeg_quality: int | None = None, *,
+                 chunk_writer=None, measure: bool = False, level: int = 1, maxsize: int = 16):
+        from .chunkio import ChunkWriter  # noqa: PLC0415 - chunkio imports nothing of ours
+
+        self.height, self.width = int(height), int(width)
+        self.quality = None if jpeg_quality is None else int(jpeg_quality)
+        self.codec = LOSSLESS if self.quality is None else JPEG
+        self.measure = measure
+        self.psnr: dict[int, float] = {}
+        self.seconds = {"encode": 0.0, "write": 0.0}
+        self.bytes_out = 0
+        self._error: BaseException | None = None
+        self._own_chunks = None
+        if self.codec == LOSSLESS:
+            self.dataset = frames_dataset(f, 0, self.height, level, resizable=True, width=self.width)
+            if chunk_writer is None:
+                chunk_writer = self._own_chunks = ChunkWriter(level)
+            self._chunks = chunk_writer
+        else:
+            check_jpeg_quality(self.quality)
+            self.dataset = jpeg_frames_dataset(f, 0, self.height, self.width, self.quality)
+            self._queue: queue.Queue = queue.Queue(maxsize)
+            self._thread = threading.Thread(target=self._run, name="minerf-jpeg-writer", daemon=True)
+
+    def __enter__(self) -> "FrameWriter":
+        if self.codec == JPEG:
+            self._thread.start()
+        elif self._own_chunks is not None:
+            self._own_chunks.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.codec == JPEG:
+            self._queue.put(None)
+            self._thread.join()
+            if exc_type is None and self._error is not None:
+                raise self._error
+        elif self._own_chunks is not None:
+            self._own_chunks.__exit__(exc_type, exc, tb)
+            self.seconds["encode"] = self._own_chunks.seconds["compress"]
+            self.seconds["write"] = self._own_chunks.seconds["write"]
+            self.bytes_out = self._own_chunks.bytes_out
+
+    def put(self, index: int, frame: np.ndarray) -> None:
+        """Queue frame ``index`` ((H, W, 3) uint8 RGB)."""
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"frame of shape {frame.shape} {frame.dtype}, expected "
+                             f"({self.height}, {self.width}, 3) uint8")
+        if self.codec == LOSSLESS:
+            self._chunks.put(self.dataset, index, frame)
+            return
+        if self._error is not None:
+            raise self._error
+        self._queue.put((index, frame))
+
+    def _run(self) -> None:
+        ds = self.dataset
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # keep draining so the producer never blocks
+            index, frame = item
+            try:
+                t0 = time.perf_counter()
+                data = encode_jpeg(frame, self.quality)
+                if self.measure:
+                    self.psnr[index] = psnr(frame, decode_jpeg(data))
+                t1 = time.perf_counter()
+                if index >= ds.shape[0]:
+                    ds.resize(max(index + 1, 2 * ds.shape[0]), axis=0)
+                ds[index] = data
+                self.seconds["encode"] += t1 - t0
+                self.seconds["write"] += time.perf_counter() - t1
+                self.bytes_out += int(data.nbytes)
+            except BaseException as exc:  # noqa: BLE001 - handed to the producer
+                self._error = exc
+
+    def trim(self, n: int) -> None:
+        """Set the final number of frames (after the block has ended)."""
+        self.dataset.resize(n, axis=0)
 
 
 def describe(path: Path) -> dict:
@@ -250,7 +580,12 @@ def describe(path: Path) -> dict:
         for name in f:
             obj = f[name]
             entry: dict = {"created_by": str(obj.attrs.get("created_by", ""))}
-            if isinstance(obj, h5py.Dataset):
+            if name == "frames" and isinstance(obj, h5py.Dataset) and frames_codec(obj) == JPEG:
+                # the decoded shape, like a lossless store's; how it is stored beside it
+                entry["shape"] = [len(obj), int(obj.attrs["height"]), int(obj.attrs["width"]), 3]
+                entry["dtype"] = "uint8"
+                entry["stored"] = {"codec": JPEG, "shape": list(obj.shape), "dtype": "vlen uint8"}
+            elif isinstance(obj, h5py.Dataset):
                 entry["shape"] = list(obj.shape)
                 entry["dtype"] = str(obj.dtype)
             else:

@@ -1,0 +1,147 @@
+"""A tracked clip in memory, as the NeRF stages use it (train, personalize, transfer).
+
+Reads a store that has /frames, /masks, /background, /landmarks and /tracking, and keeps
+what rendering and training need as torch tensors on a "data device" (the GPU when the
+training runs there, so drawing rays needs no host-device copy):
+
+* frames (N, H, W, 3) uint8, head masks (N, H, W) bool, the background plate (H, W, 3);
+* K (3, 3), camera_from_head (N, 4, 4), expression (N, d) float32;
+* the head box of every frame (bounding box of its head mask) for ray sampling;
+* the train / test split: the last 10% of the clip's frames are its test split (MI-NeRF
+  sec. 4: "We keep the last 10% of the frames of the training videos as our test set"),
+  frames without landmarks are in neither.
+
+"Original background per frame" (MI-NeRF app. E): the background of frame n is the frame
+itself with its head region replaced by the background plate, so the field has to explain
+the head only and the torso stays the frame's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import store
+from .errors import FormatError, MinerfError
+
+TEST_FRACTION = 0.1
+REQUIRED = ("frames", "masks", "background", "landmarks", "tracking")
+
+
+def read_all_frames(f) -> np.ndarray:
+    """All frames of an open store -> (N, H, W, 3) uint8 (lossless or JPEG stores)."""
+    reader = getattr(store, "FrameReader", None)
+    if reader is not None:
+        r = reader(f)
+        return r[np.arange(len(r))] if len(r) else np.zeros((0, r.height, r.width, 3), np.uint8)
+    return f["frames"][...]
+
+
+def split_indices(n: int, usable: np.ndarray, test_fraction: float = TEST_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """Frames 0..n-1 -> (train, test) index arrays: the last ceil(test_fraction * n) frames
+    are the test split; frames where ``usable`` (n,) is false are dropped from both."""
+    n_test = int(np.ceil(test_fraction * n)) if test_fraction > 0 else 0
+    if n - n_test < 1:
+        n_test = 0
+    idx = np.arange(n)
+    train = idx[: n - n_test][usable[: n - n_test]]
+    test = idx[n - n_test:][usable[n - n_test:]]
+    return train, test
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool -> (N, 4) float [u0, v0, u1, v1] pixel-edge bounding boxes of each
+    mask (the whole image for an empty mask)."""
+    N, H, W = masks.shape
+    rows, cols = masks.any(2), masks.any(1)
+    boxes = np.tile(np.array([0.0, 0.0, W, H], np.float32), (N, 1))
+    for n in range(N):
+        if rows[n].any():
+            r, c = np.nonzero(rows[n])[0], np.nonzero(cols[n])[0]
+            boxes[n] = [c[0], r[0], c[-1] + 1, r[-1] + 1]
+    return boxes
+
+
+@dataclass
+class Clip:
+    """One tracked clip (see the module docstring). Tensors live on ``device``."""
+
+    name: str
+    path: Path
+    fps: float
+    frames: torch.Tensor  # (N, H, W, 3) uint8
+    head: torch.Tensor  # (N, H, W) bool
+    plate: torch.Tensor  # (H, W, 3) uint8
+    K: torch.Tensor  # (3, 3) float32
+    camera_from_head: torch.Tensor  # (N, 4, 4) float32
+    expression: torch.Tensor  # (N, d) float32
+    head_boxes: torch.Tensor  # (N, 4) float32 [u0, v0, u1, v1]
+    landmarks: np.ndarray  # (N, 478, 3) float32 pixels (NaN where invalid)
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    audio: np.ndarray | None  # (S,) float32 at 16 kHz
+    sha256: str = ""
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+    def background(self, n: int) -> torch.Tensor:
+        """Frame n's background (H, W, 3) float in [0, 1]: the frame, with the plate under the head."""
+        frame, plate = self.frames[n], self.plate
+        return torch.where(self.head[n][..., None], plate, frame).float() / 255.0
+
+    def background_at(self, n: int, ij: torch.Tensor) -> torch.Tensor:
+        """Background colours of frame n at pixels ij (R, 2) [i, j] -> (R, 3) float."""
+        i, j = ij[:, 0], ij[:, 1]
+        inside = self.head[n, i, j]
+        return torch.where(inside[:, None], self.plate[i, j], self.frames[n, i, j]).float() / 255.0
+
+
+def load_clip(path: Path, device: torch.device | str = "cpu", expr_dim: int | None = None,
+              test_fraction: float = TEST_FRACTION) -> Clip:
+    """Read a tracked store into a :class:`Clip` (one-line errors for unusable stores)."""
+    path = Path(path)
+    with store.open_store(path, require=REQUIRED) as f:
+        frames = read_all_frames(f)
+        fps = float(f["frames"].attrs["fps"])
+        head = f["masks/head"][...] > 127
+        plate = f["background"][...]
+        valid = f["landmarks/valid"][...].astype(bool)
+        landmarks = f["landmarks/points"][...].astype(np.float32)
+        K = f["tracking/intrinsics"][...].astype(np.float32)
+        pose = f["tracking/camera_from_head"][...].astype(np.float32)
+        expression = f["tracking/expression"][...].astype(np.float32)
+        audio = f["audio/pcm"][...].astype(np.float32) if "audio" in f else None
+        sha = str(f.attrs.get("source_sha256", ""))
+    n = len(frames)
+    if n == 0:
+        raise MinerfError(f"{path}: the store has no frames")
+    if expr_dim is not None and expression.shape[1] != expr_dim:
+        raise FormatError(f"{path}: /tracking/expression has {expression.shape[1]} blendshapes, "
+                          f"the run was trained with {expr_dim}")
+    usable = valid & np.isfinite(pose).all((1, 2)) & np.isfinite(expression).all(1)
+    if not usable.any():
+        raise MinerfError(f"{path}: no frame has usable tracking (landmarks and a finite fit)")
+    train, test = split_indices(n, usable, test_fraction)
+    if len(train) == 0:
+        raise MinerfError(f"{path}: no usable frame outside the held-out last {test_fraction:.0%}")
+    dev = torch.device(device)
+    return Clip(
+        name=path.stem, path=path, fps=fps,
+        frames=torch.from_numpy(np.ascontiguousarray(frames)).to(dev),
+        head=torch.from_numpy(head).to(dev),
+        plate=torch.from_numpy(np.ascontiguousarray(plate)).to(dev),
+        K=torch.from_numpy(K).to(dev),
+        camera_from_head=torch.from_numpy(np.nan_to_num(pose)).to(dev),
+        expression=torch.from_numpy(np.nan_to_num(expression)).to(dev),
+        head_boxes=torch.from_numpy(mask_boxes(head)).to(dev),
+        landmarks=landmarks, train_idx=train, test_idx=test, audio=audio, sha256=sha,
+    )

@@ -1,0 +1,159 @@
+"""The MI-NeRF model: conditioning + codes + field(s) + sampler + volume rendering.
+
+One object holds every learned part of a run (papers/mi-nerf.txt sec. 3, app. E):
+
+* ``conditioning`` -- M(e, i) (or H, the baseline, A1-A7), :mod:`.conditioning`;
+* ``identity`` -- one identity code per training video (dim = expression dim);
+* ``latent`` -- one latent code per frame of every training video;
+* ``coarse`` / ``fine`` -- the fields (vanilla: two networks as in NeRF's hierarchical
+  sampling; a fast field may be shared by both passes, the coarse pass then running
+  without gradient and only guiding the fine samples);
+* ``smoothing`` -- optional self-attention over neighbouring frames (app. E), used once
+  the trainer switches it on.
+
+The model renders rays given per-ray (or shared) condition and latent codes; which frame
+a ray belongs to is the trainer's business. Shapes: R rays, S samples, C condition dim,
+L latent dim, d expression dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field as dc_field
+
+import torch
+from torch import nn
+
+from .conditioning import DEFAULT_LATENT_DIM, DEFAULT_RANK, FrameLatentCodes, IdentityCodes, make_conditioning
+from .field import HEAD_BOX_MAX, HEAD_BOX_MIN, Field, VanillaDynamicField
+from .rays import near_far_box
+from .render import volume_render
+from .samplers import importance_samples, stratified_samples
+
+FIELDS = ("vanilla", "fast")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model before loading its tensors (stored in config.json)."""
+
+    module: str = "m"
+    expr_dim: int = 53
+    latent_dim: int = DEFAULT_LATENT_DIM
+    rank: int = DEFAULT_RANK
+    field: str = "vanilla"
+    n_coarse: int = 64
+    n_fine: int = 128
+    shared_field: bool = False  # one field for both passes (coarse pass without gradient)
+    box_min: tuple = HEAD_BOX_MIN
+    box_max: tuple = HEAD_BOX_MAX
+    frames_per_video: list = dc_field(default_factory=list)
+    smoothing_window: int = 8
+    field_options: dict = dc_field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        cfg = cls(**known)
+        cfg.box_min, cfg.box_max = tuple(cfg.box_min), tuple(cfg.box_max)
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_field(cfg: ModelConfig, cond_dim: int) -> Field:
+    """The field named by ``cfg.field`` ("vanilla" | "fast")."""
+    if cfg.field == "vanilla":
+        return VanillaDynamicField(cond_dim, cfg.latent_dim, box_min=cfg.box_min, box_max=cfg.box_max,
+                                   **cfg.field_options)
+    if cfg.field == "fast":
+        from .fast_field import FastField
+
+        return FastField(cond_dim, cfg.latent_dim, box_min=cfg.box_min, box_max=cfg.box_max, **cfg.field_options)
+    raise ValueError(f"unknown field {cfg.field!r}; expected one of {', '.join(FIELDS)}")
+
+
+class MINeRF(nn.Module):
+    """All learned parts of a multi-identity NeRF (see the module docstring)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if not cfg.frames_per_video:
+            raise ValueError("a model needs at least one video (frames_per_video)")
+        self.cfg = cfg
+        self.conditioning = make_conditioning(cfg.module, cfg.expr_dim, cfg.expr_dim, rank=cfg.rank)
+        cond_dim = self.conditioning.out_dim
+        self.identity = IdentityCodes(len(cfg.frames_per_video), cfg.expr_dim)
+        self.latent = FrameLatentCodes(list(cfg.frames_per_video), cfg.latent_dim)
+        self.fine = make_field(cfg, cond_dim)
+        self.coarse = None if cfg.shared_field else make_field(cfg, cond_dim)
+        self.smoothing = None
+        if cfg.smoothing_window > 1:
+            from .smoothing import ConditionSmoothing
+
+            self.smoothing = ConditionSmoothing(cond_dim, cfg.latent_dim, window=cfg.smoothing_window)
+
+    # -- codes -----------------------------------------------------------------------------
+    def condition(self, expression: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        """expression (..., d), video (...,) long -> M(e, i) (..., C)."""
+        return self.conditioning(expression, self.identity(video))
+
+    def add_video(self, n_frames: int, generator: torch.Generator | None = None) -> int:
+        """A new identity code and ``n_frames`` latent codes (personalization of an unseen
+        person, sec. 3.4) -> the new video index. Rebuild the optimizer afterwards."""
+        self.identity.grow(1, generator)
+        index = self.latent.add_video(n_frames, generator)
+        self.cfg.frames_per_video = [*self.cfg.frames_per_video, int(n_frames)]
+        return index
+
+    def smooth(self, cond_seq: torch.Tensor, latent_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Self-attention over a window: cond_seq (B, T, C), latent_seq (B, T, L) -> (B, C), (B, L)."""
+        if self.smoothing is None:
+            raise RuntimeError("this model was built without smoothing (smoothing_window <= 1)")
+        return self.smoothing(cond_seq, latent_seq)
+
+    # -- rendering -------------------------------------------------------------------------
+    def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor,
+                    background: torch.Tensor, perturb: bool = True) -> dict[str, torch.Tensor]:
+        """Render rays (R, 3) in head space with codes cond (R, C) or (C,), latent (R, L) or
+        (L,) over background colours (R, 3) -> dict rgb (R, 3), rgb_coarse (R, 3) or absent,
+        depth (R,), opacity (R,) (of the fine pass).
+
+        Rays that miss the head box render the background exactly (their interval is empty).
+        """
+        near, far, hit = near_far_box(origins, dirs, self.cfg.box_min, self.cfg.box_max)
+        t_coarse = stratified_samples(near, far, self.cfg.n_coarse, perturb=perturb)
+        out: dict[str, torch.Tensor] = {}
+        coarse = self.coarse if self.coarse is not None else self.fine
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.coarse is not None):
+            density, rgb = coarse(origins[:, None] + dirs[:, None] * t_coarse[..., None], dirs, cond, latent)
+            res_c = volume_render(density.float(), rgb.float(), t_coarse, background)
+        if self.coarse is not None:
+            out["rgb_coarse"] = res_c.rgb
+        t = importance_samples(t_coarse, res_c.weights.detach(), self.cfg.n_fine, perturb=perturb)
+        density, rgb = self.fine(origins[:, None] + dirs[:, None] * t[..., None], dirs, cond, latent)
+        res = volume_render(density.float(), rgb.float(), t, background)
+        # rays that miss the box: exactly the background (their samples all sit at one t)
+        miss = ~hit
+        rgb_out = torch.where(miss[:, None], background.expand_as(res.rgb), res.rgb)
+        out.update(rgb=rgb_out, depth=res.depth, opacity=torch.where(miss, torch.zeros_like(res.opacity), res.opacity))
+        if "rgb_coarse" in out:
+            out["rgb_coarse"] = torch.where(miss[:, None], background.expand_as(res.rgb), out["rgb_coarse"])
+        return out
+
+    @torch.no_grad()
+    def render_image(self, origins: torch.Tensor, dirs: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor,
+                     background: torch.Tensor, chunk: int = 8192, only: torch.Tensor | None = None) -> torch.Tensor:
+        """Render (H, W, 3) rays in chunks (no gradient, no jitter) -> (H, W, 3) colours.
+
+        ``only`` (H, W) bool: render just those pixels (e.g. those whose ray hits the head
+        box); the others get the background.
+        """
+        H, W, _ = origins.shape
+        o, d, bg = origins.reshape(-1, 3), dirs.reshape(-1, 3), background.reshape(-1, 3)
+        result = bg.clone().float()
+        idx = torch.arange(H * W, device=o.device) if only is None else torch.nonzero(only.reshape(-1))[:, 0]
+        for s in range(0, len(idx), chunk):
+            part = idx[s:s + chunk]
+            result[part] = self.render_rays(o[part], d[part], cond, latent, bg[part].float(), perturb=False)["rgb"].float()
+        return result.reshape(H, W, 3)

@@ -1,0 +1,130 @@
+"""Rendering frames with a trained model: per-frame codes, whole images, face-crop PSNR.
+
+Used by training (validation, test PSNR), transfer and personalization. Shapes: N frames,
+d expression dim, C condition dim, L latent dim, H x W image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .clips import Clip
+from .nerf.model import MINeRF
+from .nerf.rays import head_rays, near_far_box
+
+FACE_SCALE = 1.2  # face crop = landmark box grown by this factor (evaluation)
+
+
+def frame_latents(model: MINeRF, video: int, frames: np.ndarray, train_idx: np.ndarray) -> torch.Tensor:
+    """Latent codes (n, L) for frames of a training video: their own code when the frame
+    was trained on, else the mean code of the video's training frames (held-out frames have
+    no learned code)."""
+    dev = model.latent.table.weight.device
+    frames = np.asarray(frames, dtype=np.int64)
+    n_video = int(model.latent.lengths[video])
+    trained = np.isin(frames, train_idx) & (frames < n_video)
+    train_idx = train_idx[train_idx < n_video]
+    mean = model.latent(torch.full((len(train_idx),), video, device=dev),
+                        torch.as_tensor(train_idx, device=dev)).mean(0)
+    out = mean.expand(len(frames), -1).clone()
+    if trained.any():
+        sel = torch.as_tensor(np.nonzero(trained)[0], device=dev)
+        out[sel] = model.latent(torch.full((len(sel),), video, device=dev),
+                                torch.as_tensor(frames[trained], device=dev))
+    return out
+
+
+def sequence_codes(model: MINeRF, expressions: torch.Tensor, video: int, latents: torch.Tensor,
+                   smooth: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conditions for a sequence of frames: expressions (N, d), identity ``video``,
+    latents (N, L) -> cond (N, C), latent (N, L); with ``smooth`` the self-attention
+    smoothing runs over each frame's window of neighbours in the sequence."""
+    vid = torch.full((len(expressions),), video, dtype=torch.long, device=expressions.device)
+    cond = model.condition(expressions, vid)
+    if not smooth or model.smoothing is None:
+        return cond, latents
+    from .nerf.smoothing import neighbour_window
+
+    win = neighbour_window(torch.arange(len(expressions), device=expressions.device), len(expressions),
+                           model.cfg.smoothing_window)  # (N, T)
+    return model.smooth(cond[win], latents[win])
+
+
+def face_box(points: np.ndarray, height: int, width: int, scale: float = FACE_SCALE) -> tuple[int, int, int, int] | None:
+    """Square face crop [x0, y0, x1, y1) from (P, >=2) landmark pixels, grown by ``scale``,
+    clipped to the image; None when there are no finite landmarks."""
+    p = points[:, :2]
+    p = p[np.isfinite(p).all(1)]
+    if len(p) == 0:
+        return None
+    (x0, y0), (x1, y1) = p.min(0), p.max(0)
+    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * scale / 2
+    bx0, by0 = int(np.floor(max(cx - half, 0))), int(np.floor(max(cy - half, 0)))
+    bx1, by1 = int(np.ceil(min(cx + half, width))), int(np.ceil(min(cy + half, height)))
+    if bx1 <= bx0 or by1 <= by0:
+        return None
+    return bx0, by0, bx1, by1
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 (or [0, 255] float) images of one shape."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
+
+
+def render_frame(model: MINeRF, K: torch.Tensor, camera_from_head: torch.Tensor, cond: torch.Tensor,
+                 latent: torch.Tensor, background: torch.Tensor, region: tuple[int, int, int, int] | None = None,
+                 chunk: int = 16384) -> torch.Tensor:
+    """One image: K (3, 3), camera_from_head (4, 4), cond (C,), latent (L,), background
+    (H, W, 3) float in [0, 1] -> (H, W, 3) float. Only pixels whose ray hits the head box
+    (and, if given, inside ``region`` [x0, y0, x1, y1)) are rendered; the rest is background."""
+    H, W, _ = background.shape
+    dev = background.device
+    i, j = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
+    o, d = head_rays(K, camera_from_head, torch.stack([i, j], -1))
+    _, _, hit = near_far_box(o, d, model.cfg.box_min, model.cfg.box_max)
+    if region is not None:
+        x0, y0, x1, y1 = region
+        inside = torch.zeros_like(hit)
+        inside[y0:y1, x0:x1] = True
+        hit = hit & inside
+    return model.render_image(o, d, cond, latent, background, chunk=chunk, only=hit)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(H, W, 3) float in [0, 1] -> uint8 numpy."""
+    return (image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+@torch.no_grad()
+def render_clip_frames(model: MINeRF, video: int, clip: Clip, frames: np.ndarray, smooth: bool,
+                       crop_only: bool = False, chunk: int = 16384):
+    """Yield (frame index, rendered uint8 (H, W, 3), face box or None) for frames of a
+    training video (its own expressions, pose, background; held-out frames use the mean
+    latent code). With ``crop_only`` just the face crop is rendered (for PSNR)."""
+    frames = np.asarray(frames, dtype=np.int64)
+    if len(frames) == 0:
+        return
+    H, W = clip.size
+    dev = clip.frames.device
+    latents = frame_latents(model, video, np.arange(clip.n_frames), clip.train_idx)
+    cond_all, lat_all = sequence_codes(model, clip.expression.to(latents.device), video, latents, smooth)
+    for n in frames:
+        box = face_box(clip.landmarks[n], H, W)
+        region = box if crop_only else None
+        img = render_frame(model, clip.K, clip.camera_from_head[n], cond_all[n], lat_all[n],
+                           clip.background(int(n)).to(dev), region=region, chunk=chunk)
+        yield int(n), to_uint8(img), box
+
+
+def face_psnr(model: MINeRF, video: int, clip: Clip, frames: np.ndarray, smooth: bool) -> float | None:
+    """Mean face-crop PSNR (dB) over ``frames`` of a training video (None if no frame)."""
+    values = []
+    for n, img, box in render_clip_frames(model, video, clip, frames, smooth, crop_only=True):
+        if box is None:
+            continue
+        x0, y0, x1, y1 = box
+        ref = clip.frames[n, y0:y1, x0:x1].cpu().numpy()
+        values.append(psnr(img[y0:y1, x0:x1], ref))
+    return float(np.mean(values)) if values else None

@@ -1,0 +1,147 @@
+"""The ``train`` stage: one MI-NeRF for every store given (one identity code per store)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from . import runs
+from .clips import Clip, load_clip
+from .devices import resolve_device, resolve_precision
+from .errors import MinerfError, UsageError
+from .nerf.model import FIELDS, MINeRF, ModelConfig
+from .output import log, warn
+from .training import TrainConfig, fit, smoothing_active, test_report
+
+# Sample counts and sharing per field: the vanilla field is the paper's (two networks,
+# 64 + 128 samples); the fast field shares one network between the passes.
+FIELD_DEFAULTS = {"vanilla": {"n_coarse": 64, "n_fine": 128, "shared_field": False},
+                  "fast": {"n_coarse": 64, "n_fine": 64, "shared_field": True}}
+
+
+def expand_stores(inputs: list[Path]) -> list[Path]:
+    """Store files from arguments that are .h5 files or directories of them (sorted)."""
+    stores: list[Path] = []
+    for p in inputs:
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix in (".h5", ".hdf5") and q.is_file())
+            if not found:
+                raise UsageError(f"{p}: directory has no .h5 stores")
+            stores.extend(found)
+        elif p.is_file():
+            stores.append(p)
+        else:
+            raise UsageError(f"{p}: no such store or directory")
+    names = [s.stem for s in stores]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(f"two stores share the identity name {dupes[0]!r} (names are file stems)")
+    return stores
+
+
+def identity_entry(clip: Clip) -> dict:
+    return {"name": clip.name, "store": str(clip.path.resolve()), "sha256": clip.sha256, "frames": clip.n_frames,
+            "train_frames": int(len(clip.train_idx)), "test_frames": int(len(clip.test_idx)), "fps": clip.fps,
+            "size": list(clip.size)}
+
+
+def load_sources(stores: list[Path], device: torch.device, expr_dim: int | None = None) -> list[Clip]:
+    from .output import track
+
+    return [load_clip(s, device, expr_dim) for s in track(stores, "load", total=len(stores))]
+
+
+def finish_run(run: Path, model: MINeRF, cfg: TrainConfig, sources, result: dict, extra: dict) -> dict:
+    """Test PSNR per identity, plots, RUN/summary.json; returns the summary."""
+    report = test_report(model, sources, cfg, result["steps"])
+    values = [r["test_psnr"] for r in report if r["test_psnr"] is not None]
+    plots = {}
+    try:
+        from . import plots as plotting
+
+        plotting.training_curve(run / "metrics.csv", run / "training_curve.png")
+        plots["training_curve"] = str(run / "training_curve.png")
+        names = [d["name"] for d in runs.read_config(run)["identities"]]
+        if len(names) >= 2:
+            plotting.identity_codes(names, model.identity.table.weight.detach().float().cpu().numpy(), run / "identity_codes.png")
+            plots["identity_codes"] = str(run / "identity_codes.png")
+    except MinerfError as exc:
+        warn(f"plots skipped: {exc}")
+    summary = {**extra, "run": str(run), **result, "smoothing": smoothing_active(cfg, result["steps"]),
+               "identities": report, "mean_test_psnr": round(sum(values) / len(values), 3) if values else None,
+               "checkpoint": str(runs.latest_checkpoint(run)), **plots}
+    runs.write_json(run / "summary.json", summary)
+    return summary
+
+
+def train(stores: list[Path], run: Path, model_cfg: ModelConfig, cfg: TrainConfig, device: str = "auto",
+          resume: bool = False, force: bool = False, resume_steps: int | None = None) -> dict:
+    """Train (or resume) a run; returns the JSON summary.
+
+    On resume the run's saved configuration is used (``model_cfg`` and ``cfg`` are
+    ignored) and training continues from the latest checkpoint with the same schedule;
+    ``resume_steps`` extends the run to that many steps."""
+    run = Path(run)
+    dev = resolve_device(device)
+    precision = resolve_precision(cfg.precision, dev)
+    if model_cfg.field not in FIELDS:
+        raise UsageError(f"--field {model_cfg.field!r}: expected one of {', '.join(FIELDS)}")
+    t0 = time.perf_counter()
+    start_step, opt_state = 0, None
+    if resume:
+        saved = runs.read_config(run)
+        model, _, ckpt = runs.load_model(run, dev)
+        model.train()
+        cfg = TrainConfig.from_dict(saved["train"])
+        if resume_steps is not None:
+            cfg.steps = resume_steps
+        precision = resolve_precision(cfg.precision, dev)
+        stores = [Path(d["store"]) for d in saved["identities"]]
+        clips = load_sources(stores, dev, model.cfg.expr_dim)
+        for d, clip in zip(saved["identities"], clips):
+            if d.get("frames") != clip.n_frames:
+                raise MinerfError(f"{clip.path}: has {clip.n_frames} frames, the run was trained on {d.get('frames')}")
+        start_step, opt_state = int(ckpt["step"]), ckpt["optimizer"]
+        if "rng_cpu" in ckpt:
+            torch.set_rng_state(ckpt["rng_cpu"].cpu())
+        if dev.type == "cuda" and "rng_cuda" in ckpt:
+            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng_cuda"]])
+        if start_step >= cfg.steps:
+            raise UsageError(f"{run}: already trained for {start_step} steps (give a larger --steps to continue)")
+        runs.write_config(run, model.cfg, cfg.to_dict(), saved["identities"])
+        log(f"resuming {run} at step {start_step} of {cfg.steps}")
+    else:
+        if run.exists() and any(run.iterdir()):
+            if not force:
+                raise UsageError(f"{run}: run directory exists (use --resume to continue it or --force to replace it)")
+            if not (run / "config.json").is_file():
+                raise UsageError(f"{run}: not a minerf run directory; refusing to replace it")
+            shutil.rmtree(run)
+        stores = expand_stores(stores)
+        if not run.parent.exists():
+            raise UsageError(f"{run}: directory {run.parent} does not exist")
+        clips = load_sources(stores, dev)
+        dims = {c.expression.shape[1] for c in clips}
+        if len(dims) != 1:
+            raise MinerfError(f"the stores' expression dimensions differ ({sorted(dims)}); refit them with one minerf version")
+        model_cfg.expr_dim = dims.pop()
+        model_cfg.frames_per_video = [c.n_frames for c in clips]
+        torch.manual_seed(cfg.seed)
+        model = MINeRF(model_cfg).to(dev)
+        run.mkdir(parents=True, exist_ok=True)
+        runs.write_config(run, model.cfg, cfg.to_dict(), [identity_entry(c) for c in clips])
+    log(f"training {len(clips)} identit{'y' if len(clips) == 1 else 'ies'} on {dev} ({precision}), "
+        f"field {model.cfg.field}, module {model.cfg.module}, {cfg.steps} steps")
+    sources = list(enumerate(clips))
+    result = fit(model, sources, cfg, run, dev, precision, start_step=start_step, optimizer_state=opt_state)
+    if dev.type == "cuda":
+        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
+    extra = {"command": "train", "device": str(dev), "precision": precision, "field": model.cfg.field,
+             "module": model.cfg.module, "rays_per_step": cfg.rays, "resumed_from": start_step if resume else None}
+    summary = finish_run(run, model, cfg, sources, result, extra)
+    summary["total_s"] = round(time.perf_counter() - t0, 2)
+    return summary

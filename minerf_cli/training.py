@@ -1,0 +1,309 @@
+"""The training loop shared by `train` and `personalize` (MI-NeRF app. E).
+
+Per step: ``frames_per_step`` random training frames (default 1, the paper's), ``rays``
+rays in all (2048), 95% of them inside the frame's head box; coarse + fine rendering over
+the frame's own background; L = |C - C_gt|^2 + 0.01 |l| + 1e-4 |i| (eq. 5); Adam
+(0.9, 0.999, 1e-8), learning rate decaying exponentially from 5e-4 to 5e-5 over the run.
+After ``smooth_after`` steps the condition and latent code of a frame pass through the
+self-attention over its neighbours (app. E: after 200k of 400k steps).
+
+The step has no host-device synchronisation: frames are drawn on the host from a
+per-step seeded generator, pixels on the device; losses are accumulated on the device
+and read every ``log_every`` steps, when non-finite or exploding losses stop the run (the
+last checkpoint on disk is from before the failure and is kept).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .clips import Clip
+from .devices import autocast
+from .errors import MinerfError
+from .nerf.model import MINeRF
+from .nerf.rays import head_rays, sample_box_pixels
+from .nerf.render import minerf_loss
+from .output import log, progress_bar
+from . import runs
+
+METRICS_HEADER = ["step", "wall_s", "lr", "loss", "psnr", "test_psnr"]
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    rays: int = 2048
+    frames_per_step: int = 1
+    inside_fraction: float = 0.95
+    lr: float = 5e-4
+    lr_final: float = 5e-5
+    grid_lr_scale: float = 20.0  # a fast field's grid learns at lr * this (Instant-NGP uses 1e-2)
+    smooth_after: int = -1  # step at which smoothing starts; -1: half the steps (200k of 400k); 0: off
+    checkpoint_every: int = 1000
+    val_every: int = 1000
+    log_every: int = 50
+    test_frames: int = -1  # held-out frames per identity for the final PSNR (-1: all)
+    precision: str = "auto"
+    seed: int = 0
+    explode_factor: float = 50.0
+
+    def smoothing_start(self) -> int | None:
+        if self.smooth_after == 0:
+            return None
+        return self.steps // 2 if self.smooth_after < 0 else self.smooth_after
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TrainingDiverged(MinerfError):
+    pass
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Exponential decay lr * (lr_final / lr) ** (step / steps)."""
+    return cfg.lr * (cfg.lr_final / cfg.lr) ** (min(step, cfg.steps) / max(cfg.steps, 1))
+
+
+def param_groups(model: MINeRF, cfg: TrainConfig, freeze_conditioning: bool = False) -> list[dict]:
+    """Adam parameter groups with an ``lr_scale`` each: a fast field's grid gets
+    ``grid_lr_scale``; with ``freeze_conditioning`` the conditioning module is left out
+    (and its parameters stop requiring gradients)."""
+    grid, rest = [], []
+    fields = [f for f in (model.coarse, model.fine) if f is not None]
+    grid_ids = set()
+    for f in fields:
+        if hasattr(f, "param_groups"):
+            for g in f.param_groups():
+                if g.get("name") == "grid":
+                    grid_ids.update(id(p) for p in g["params"])
+    frozen = set()
+    if freeze_conditioning:
+        for p in model.conditioning.parameters():
+            p.requires_grad_(False)
+            frozen.add(id(p))
+    for p in model.parameters():
+        if id(p) in frozen or not p.requires_grad:
+            continue
+        (grid if id(p) in grid_ids else rest).append(p)
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if grid:
+        groups.append({"params": grid, "lr_scale": cfg.grid_lr_scale})
+    return groups
+
+
+def make_optimizer(groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
+    kwargs = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.Adam(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, **kwargs)
+
+
+def frame_codes(model: MINeRF, video: int, clip: Clip, n: int, smooth: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Condition (C,), latent (L,) and identity (d,) codes of training frame n of a video."""
+    dev = model.identity.table.weight.device
+    vid = torch.tensor(video, device=dev)
+    identity = model.identity(vid)
+    latent = model.latent(vid, torch.tensor(n, device=dev))
+    if smooth and model.smoothing is not None:
+        from .nerf.smoothing import neighbour_window
+
+        win = neighbour_window(torch.tensor([n], device=dev), clip.n_frames, model.cfg.smoothing_window)[0]
+        cond_seq = model.conditioning(clip.expression[win].to(dev), identity.expand(len(win), -1))
+        lat_seq = model.latent(vid.expand(len(win)), win)
+        cond, lat = model.smooth(cond_seq[None], lat_seq[None])
+        return cond[0], lat[0], identity
+    return model.conditioning(clip.expression[n].to(dev), identity), latent, identity
+
+
+def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.ndarray, cfg: TrainConfig,
+                  rng: np.random.Generator, smooth: bool, device: torch.device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward/backward pass (no optimizer step) -> (loss, photometric mse), on device."""
+    F = cfg.frames_per_step
+    per = [cfg.rays // F + (1 if k < cfg.rays % F else 0) for k in range(F)]
+    origins, dirs, gts, bgs, conds, lats, ids = [], [], [], [], [], [], []
+    for k in range(F):
+        s = int(rng.choice(len(sources), p=weights))
+        video, clip = sources[s]
+        n = int(rng.choice(clip.train_idx))
+        H, W = clip.size
+        ij = sample_box_pixels(per[k], clip.head_boxes[n], H, W, cfg.inside_fraction)
+        o, d = head_rays(clip.K, clip.camera_from_head[n], ij)
+        origins.append(o)
+        dirs.append(d)
+        gts.append(clip.frames[n, ij[:, 0], ij[:, 1]].float() / 255.0)
+        bgs.append(clip.background_at(n, ij))
+        c, lat, ident = frame_codes(model, video, clip, n, smooth)
+        conds.append(c)
+        lats.append(lat)
+        ids.append(ident)
+    if F == 1:
+        cond, latent = conds[0], lats[0]
+    else:
+        cond = torch.cat([c.expand(r, -1) for c, r in zip(conds, per)])
+        latent = torch.cat([lat.expand(r, -1) for lat, r in zip(lats, per)])
+    o, d, gt, bg = (torch.cat(x) for x in (origins, dirs, gts, bgs))
+    with autocast(device, precision):
+        out = model.render_rays(o, d, cond, latent, bg, perturb=True)
+    losses = minerf_loss(out["rgb"].float(), gt, torch.stack(lats), torch.stack(ids), out.get("rgb_coarse"))
+    losses["total"].backward()
+    mse = torch.mean((out["rgb"].detach().float() - gt) ** 2)
+    return losses["total"].detach(), mse
+
+
+class MetricsLog:
+    """RUN/metrics.csv, appended (a resumed run continues the same file)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            with open(self.path, "w", newline="") as fh:
+                csv.writer(fh).writerow(METRICS_HEADER)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh).writerow(["" if row.get(k) is None else row[k] for k in METRICS_HEADER])
+
+    def last_wall(self, upto_step: int) -> float:
+        """wall_s of the last row at or before ``upto_step`` (0 if none): resumed runs add to it."""
+        wall = 0.0
+        with open(self.path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row["step"] and int(row["step"]) <= upto_step and row["wall_s"]:
+                    wall = float(row["wall_s"])
+        return wall
+
+
+def validation_images(model: MINeRF, run: Path, step: int, sources: list[tuple[int, Clip]], smooth: bool,
+                      max_ids: int = 4) -> float | None:
+    """Render one held-out frame per identity (up to ``max_ids``) -> RUN/val/*.png
+    (reference | render); returns their mean face-crop PSNR."""
+    import cv2
+
+    from .rendering import psnr, render_clip_frames
+
+    out_dir = Path(run) / "val"
+    out_dir.mkdir(exist_ok=True)
+    values = []
+    model.eval()
+    for video, clip in sources[:max_ids]:
+        frames = clip.test_idx[:1] if len(clip.test_idx) else clip.train_idx[-1:]
+        for n, img, box in render_clip_frames(model, video, clip, frames, smooth):
+            ref = clip.frames[n].cpu().numpy()
+            cv2.imwrite(str(out_dir / f"step_{step:07d}_{clip.name}.png"), cv2.cvtColor(np.concatenate([ref, img], 1), cv2.COLOR_RGB2BGR))
+            if box is not None:
+                x0, y0, x1, y1 = box
+                values.append(psnr(img[y0:y1, x0:x1], ref[y0:y1, x0:x1]))
+    model.train()
+    return float(np.mean(values)) if values else None
+
+
+def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: Path, device: torch.device,
+        precision: str, start_step: int = 0, optimizer_state: dict | None = None,
+        freeze_conditioning: bool = False, weights: np.ndarray | None = None, label: str = "train") -> dict:
+    """Train ``model`` on ``sources`` [(video index, clip)] from ``start_step`` to
+    ``cfg.steps``, checkpointing into ``run``. Returns timing and loss figures."""
+    run = Path(run)
+    weights = np.full(len(sources), 1.0 / len(sources)) if weights is None else np.asarray(weights, float) / np.sum(weights)
+    model.train()
+    groups = param_groups(model, cfg, freeze_conditioning)
+    optimizer = make_optimizer(groups, device)
+    if optimizer_state:
+        optimizer.load_state_dict(optimizer_state)
+    metrics = MetricsLog(run / "metrics.csv")
+    wall0 = metrics.last_wall(start_step)
+    smooth_start = cfg.smoothing_start()
+    acc_loss = torch.zeros((), device=device)
+    acc_mse = torch.zeros((), device=device)
+    acc_n = 0
+    best = math.inf
+    last = {"loss": None, "psnr": None}
+    t0 = time.perf_counter()
+    timed_from, timed_steps = None, 0
+    step = start_step
+    with progress_bar(label, cfg.steps) as bar:
+        task = bar.add_task(label, total=cfg.steps, completed=start_step, info="")
+        while step < cfg.steps:
+            smooth = smooth_start is not None and step >= smooth_start
+            lr = learning_rate(cfg, step)
+            for g in optimizer.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            rng = np.random.default_rng([cfg.seed, step])
+            optimizer.zero_grad(set_to_none=True)
+            loss, mse = training_step(model, sources, weights, cfg, rng, smooth, device, precision)
+            optimizer.step()
+            acc_loss += loss
+            acc_mse += mse
+            acc_n += 1
+            step += 1
+            if timed_from is None and step - start_step == 10:  # steps/s excludes warm-up
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                timed_from = time.perf_counter()
+            elif timed_from is not None:
+                timed_steps += 1
+            boundary = step % cfg.log_every == 0 or step == cfg.steps or step % cfg.checkpoint_every == 0
+            if not boundary:
+                continue
+            mean_loss = float(acc_loss) / acc_n
+            mean_mse = float(acc_mse) / acc_n
+            acc_loss.zero_()
+            acc_mse.zero_()
+            acc_n = 0
+            if not math.isfinite(mean_loss):
+                raise TrainingDiverged(f"training diverged at step {step} (loss is {mean_loss}); "
+                                       f"the last good checkpoint is kept in {run / 'checkpoints'}")
+            if mean_loss > cfg.explode_factor * best and step > 10 * cfg.log_every:
+                raise TrainingDiverged(f"loss exploded at step {step} ({mean_loss:.4g}, best {best:.4g}); "
+                                       f"the last good checkpoint is kept in {run / 'checkpoints'}")
+            best = min(best, mean_loss)
+            train_psnr = -10.0 * math.log10(max(mean_mse, 1e-12))
+            last = {"loss": mean_loss, "psnr": train_psnr}
+            test_psnr = None
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                test_psnr = validation_images(model, run, step, sources, smooth)
+            wall = wall0 + time.perf_counter() - t0
+            metrics.write({"step": step, "wall_s": round(wall, 3), "lr": f"{lr:.4g}", "loss": f"{mean_loss:.6g}",
+                           "psnr": round(train_psnr, 3), "test_psnr": None if test_psnr is None else round(test_psnr, 3)})
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                runs.save_checkpoint(run, step, model, optimizer)
+            bar.update(task, completed=step, info=f"loss {mean_loss:.4f} psnr {train_psnr:.2f}"
+                       + (f" val {test_psnr:.2f}" if test_psnr is not None else ""))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - t0
+    steps_per_s = timed_steps / (time.perf_counter() - timed_from) if timed_from and timed_steps else (
+        (step - start_step) / max(elapsed, 1e-9))
+    model.eval()
+    return {"steps": step, "wall_s": round(wall0 + elapsed, 2), "session_s": round(elapsed, 2),
+            "steps_per_s": round(steps_per_s, 2), "final_loss": last["loss"], "final_train_psnr": last["psnr"]}
+
+
+def smoothing_active(cfg: TrainConfig, step: int) -> bool:
+    start = cfg.smoothing_start()
+    return start is not None and step >= start
+
+
+def test_report(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, step: int) -> list[dict]:
+    """Face-crop PSNR on each clip's held-out frames (all, or the first ``test_frames``)."""
+    from .output import track
+    from .rendering import face_psnr
+
+    smooth = smoothing_active(cfg, step)
+    report = []
+    for video, clip in track(sources, "test", total=len(sources)):
+        frames = clip.test_idx if cfg.test_frames < 0 else clip.test_idx[: cfg.test_frames]
+        value = face_psnr(model, video, clip, frames, smooth) if len(frames) else None
+        report.append({"id": clip.name, "test_frames": int(len(frames)),
+                       "test_psnr": None if value is None else round(value, 3)})
+        log(f"{clip.name}: test PSNR {value if value is None else round(value, 2)} dB on {len(frames)} held-out frames")
+    return report
