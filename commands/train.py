@@ -20,6 +20,8 @@ def train(
     field: str = typer.Option("vanilla", "--field", help="vanilla (the paper's 8x256 MLP) or fast (hash grid + small MLPs)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps [default: 20000; with --resume: the run's own]."),
     rays: int = typer.Option(2048, "--rays", min=16, help="Rays per step."),
+    samples: Optional[str] = typer.Option(None, "--samples", help="COARSE:FINE samples per ray [default: 64:128 vanilla (the paper's), 64:64 fast]."),
+    field_option: Optional[List[str]] = typer.Option(None, "--field-option", help="KEY=VALUE passed to the field's constructor, e.g. width=128 (vanilla) or log2_table=17 (fast); repeatable."),
     frames_per_step: int = typer.Option(1, "--frames-per-step", min=1, help="Frames the rays of one step come from (the paper: 1)."),
     lr: float = typer.Option(5e-4, "--lr", help="Initial learning rate (decays exponentially to --lr-final)."),
     lr_final: float = typer.Option(5e-5, "--lr-final", help="Final learning rate."),
@@ -63,7 +65,13 @@ def train(
 
     if module.lower() not in NAMES:
         raise UsageError(f"--module {module!r}: expected one of {', '.join(NAMES)}")
-    model_cfg = ModelConfig(module=module.lower(), latent_dim=latent_dim, rank=rank, field=field, **FIELD_DEFAULTS[field])
+    from minerf_cli.train import parse_field_options, parse_samples
+
+    defaults = dict(FIELD_DEFAULTS[field])
+    if samples:
+        defaults["n_coarse"], defaults["n_fine"] = parse_samples(samples)
+    model_cfg = ModelConfig(module=module.lower(), latent_dim=latent_dim, rank=rank, field=field,
+                            field_options=parse_field_options(field, field_option or []), **defaults)
     cfg = TrainConfig(steps=steps or 20000, rays=rays, frames_per_step=frames_per_step, lr=lr, lr_final=lr_final,
                       smooth_after=smooth_after, checkpoint_every=checkpoint_every, val_every=val_every,
                       log_every=log_every, test_frames=test_frames, precision=precision, seed=seed)

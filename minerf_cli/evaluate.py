@@ -44,7 +44,7 @@ from .video import probe, read_frames
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IDENTITY_REFERENCE_FRAMES = 32  # reference frames (evenly spaced) whose descriptors make the identity centroid
 CROP_SCALE = 1.2
-DECIMALS = 6
+SIGNIFICANT = 6  # digits of the floats in the JSON summary
 # metrics averaged over several generated inputs (numbers only; "skipped: ..." strings are left out)
 MEAN_KEYS = ("psnr", "ssim", "lpips", "cpbd", "cpbd_reference", "csim", "acd", "face_distance",
              "same_person_fraction", "exp_diff", "exp_diff_mouth", "face_found_fraction")
@@ -123,10 +123,9 @@ def _evenly(count: int, k: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- frame sources
 
 def store_frames(f: h5py.File) -> Any:
-    """An open store's frames as an indexable array: [int] -> (H, W, 3), [slice] -> (n, H, W, 3)
-    uint8 (store.FrameReader for JPEG-compressed stores, when it exists; else /frames)."""
-    reader = getattr(store, "FrameReader", None)
-    return reader(f) if reader is not None else f["frames"]
+    """An open store's frames, lossless or JPEG: len(), .height, .width, .attrs, [int] ->
+    (H, W, 3) and [slice | int array] -> (n, H, W, 3) uint8 RGB."""
+    return store.FrameReader(f)
 
 
 @dataclass
@@ -205,11 +204,10 @@ def open_source(path: Path, what: str) -> Iterator[Source]:
     if h5py.is_hdf5(path):
         with store.open_store(path, require=("frames",)) as f:
             arr = store_frames(f)
-            ds = f["frames"]
-            n, h, w = int(ds.shape[0]), int(ds.shape[1]), int(ds.shape[2])
-            src = Source(path, "store", n, h, w, float(ds.attrs.get("fps", 0.0)) or None, _array=arr)
-            if "reference_frames" in ds.attrs:
-                src.reference_frames = np.asarray(ds.attrs["reference_frames"], np.int64).reshape(-1)
+            src = Source(path, "store", len(arr), arr.height, arr.width, float(arr.attrs.get("fps", 0.0)) or None,
+                         _array=arr)
+            if "reference_frames" in arr.attrs:
+                src.reference_frames = np.asarray(arr.attrs["reference_frames"], np.int64).reshape(-1)
             if "landmarks" in f:
                 src.landmarks = f["landmarks/points"][...]
                 src.valid = f["landmarks/valid"][...].astype(bool)
@@ -289,22 +287,15 @@ def crop_boxes(landmarks: np.ndarray, size: tuple[int, int], scale: float, what:
 def _lpips_net(opts: EvalOptions) -> Any:
     if opts.lpips_weights is None:
         return None
-    try:
-        from .devices import resolve_device  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - devices.py is the shared --device parser
-        import torch  # noqa: PLC0415
-
-        def resolve_device(spec: str) -> Any:
-            if spec in ("auto", None):
-                return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-            return torch.device(spec)
+    from .devices import resolve_device  # noqa: PLC0415 - torch only when LPIPS is asked for
 
     return metrics.load_lpips(opts.lpips_weights, opts.lpips_lin, resolve_device(opts.device))
 
 
 def _round(x: Any) -> Any:
+    """Floats to 6 significant digits (nan/inf -> None, JSON null)."""
     if isinstance(x, float):
-        return None if not math.isfinite(x) else round(x, DECIMALS)
+        return None if not math.isfinite(x) else float(f"{x:.{SIGNIFICANT}g}")
     return x
 
 
@@ -333,7 +324,7 @@ def open_driving(path: Path) -> Driving:
         return Driving(
             path=Path(path), expression=t["expression"][...].astype(np.float64),
             usable=np.isfinite(t["fit_error"][...]), focal=float(t["intrinsics"][0, 0]),
-            width=int(f["frames"].shape[2]), fps=float(f["frames"].attrs["fps"]), names=names,
+            width=store_frames(f).width, fps=float(f["frames"].attrs["fps"]), names=names,
         )
 
 

@@ -22,6 +22,43 @@ FIELD_DEFAULTS = {"vanilla": {"n_coarse": 64, "n_fine": 128, "shared_field": Fal
                   "fast": {"n_coarse": 64, "n_fine": 64, "shared_field": True}}
 
 
+def parse_samples(spec: str) -> tuple[int, int]:
+    """'64:128' -> (64, 128) coarse and fine samples per ray."""
+    try:
+        coarse, fine = (int(x) for x in spec.split(":"))
+    except ValueError:
+        raise UsageError(f"--samples {spec!r}: expected COARSE:FINE, e.g. 64:128") from None
+    if coarse < 2 or fine < 1:
+        raise UsageError(f"--samples {spec!r}: need at least 2 coarse and 1 fine sample")
+    return coarse, fine
+
+
+def parse_field_options(field: str, items: list[str]) -> dict:
+    """['width=128', ...] -> {'width': 128, ...}, checked against the field's constructor."""
+    import inspect
+
+    from .nerf.model import ModelConfig, make_field
+
+    cls = type(make_field(ModelConfig(field=field, frames_per_video=[1]), 1)) if items else None
+    allowed = {} if cls is None else {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+                                      if k not in ("self", "cond_dim", "latent_dim", "box_min", "box_max")}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in allowed:
+            raise UsageError(f"--field-option {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(allowed))}")
+        default = allowed[key]
+        try:
+            if isinstance(default, tuple):
+                out[key] = tuple(int(v) for v in value.split(",") if v)
+            else:
+                out[key] = type(default)(value) if default is not None else int(value)
+        except ValueError:
+            raise UsageError(f"--field-option {item!r}: {value!r} is not a valid {type(default).__name__}") from None
+    return out
+
+
 def expand_stores(inputs: list[Path]) -> list[Path]:
     """Store files from arguments that are .h5 files or directories of them (sorted)."""
     stores: list[Path] = []
@@ -63,11 +100,11 @@ def finish_run(run: Path, model: MINeRF, cfg: TrainConfig, sources, result: dict
     try:
         from . import plots as plotting
 
-        plotting.training_curve(run / "metrics.csv", run / "training_curve.png")
+        plotting.training_curve(run / "metrics.csv", run / "training_curve.png", force=True)
         plots["training_curve"] = str(run / "training_curve.png")
         names = [d["name"] for d in runs.read_config(run)["identities"]]
         if len(names) >= 2:
-            plotting.identity_codes(names, model.identity.table.weight.detach().float().cpu().numpy(), run / "identity_codes.png")
+            plotting.identity_codes(names, model.identity.table.weight.detach().float().cpu().numpy(), run / "identity_codes.png", force=True)
             plots["identity_codes"] = str(run / "identity_codes.png")
     except MinerfError as exc:
         warn(f"plots skipped: {exc}")

@@ -113,13 +113,12 @@ def frame_codes(model: MINeRF, video: int, clip: Clip, n: int, smooth: bool) -> 
     dev = model.identity.table.weight.device
     vid = torch.tensor(video, device=dev)
     identity = model.identity(vid)
-    latent = model.latent(vid, torch.tensor(n, device=dev))
+    latent = model.latent(vid, torch.tensor(n, device=dev), check=False)
     if smooth and model.smoothing is not None:
-        from .nerf.smoothing import neighbour_window
-
-        win = neighbour_window(torch.tensor([n], device=dev), clip.n_frames, model.cfg.smoothing_window)[0]
+        T = model.cfg.smoothing_window  # the window of nerf.smoothing.neighbour_window, made on the host
+        win = torch.as_tensor(np.clip(n - T // 2 + np.arange(T), 0, clip.n_frames - 1), device=dev)
         cond_seq = model.conditioning(clip.expression[win].to(dev), identity.expand(len(win), -1))
-        lat_seq = model.latent(vid.expand(len(win)), win)
+        lat_seq = model.latent(vid.expand(len(win)), win, check=False)
         cond, lat = model.smooth(cond_seq[None], lat_seq[None])
         return cond[0], lat[0], identity
     return model.conditioning(clip.expression[n].to(dev), identity), latent, identity

@@ -316,14 +316,16 @@ class FrameLatentCodes(CodeBook):
         self.register_buffer("offsets", torch.tensor([0, *frames_per_video], dtype=torch.long).cumsum(0)[:-1])
         self.register_buffer("lengths", torch.tensor(list(frames_per_video), dtype=torch.long))
 
-    def index(self, video: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    def index(self, video: torch.Tensor, frame: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """Row of (video, frame) in the table. ``check`` raises IndexError for a frame outside
+        its video (on a GPU that reads the indices back: the training step passes False)."""
         video, frame = torch.as_tensor(video, device=self.offsets.device), torch.as_tensor(frame, device=self.offsets.device)
-        if (frame < 0).any() or (frame >= self.lengths[video]).any():
+        if check and ((frame < 0).any() or (frame >= self.lengths[video]).any()):
             raise IndexError("frame index outside its video")
         return self.offsets[video] + frame
 
-    def forward(self, video: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return self.table(self.index(video, frame))
+    def forward(self, video: torch.Tensor, frame: torch.Tensor, check: bool = True) -> torch.Tensor:  # type: ignore[override]
+        return self.table(self.index(video, frame, check))
 
     def add_video(self, n_frames: int, generator: torch.Generator | None = None) -> int:
         """Append codes for a new video of ``n_frames``; returns its video index."""
