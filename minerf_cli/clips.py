@@ -6,7 +6,6 @@ training runs there, so drawing rays needs no host-device copy):
 
 * frames (N, H, W, 3) uint8, head masks (N, H, W) bool, the background plate (H, W, 3);
 * K (3, 3), camera_from_head (N, 4, 4), expression (N, d) float32;
-* the head box of every frame (bounding box of its head mask) for ray sampling;
 * the train / test split: the last 10% of the clip's frames are its test split (MI-NeRF
   sec. 4: "We keep the last 10% of the frames of the training videos as our test set"),
   frames without landmarks are in neither.
@@ -52,17 +51,23 @@ def split_indices(n: int, usable: np.ndarray, test_fraction: float = TEST_FRACTI
     return train, test
 
 
-def mask_boxes(masks: np.ndarray) -> np.ndarray:
-    """(N, H, W) bool -> (N, 4) float [u0, v0, u1, v1] pixel-edge bounding boxes of each
-    mask (the whole image for an empty mask)."""
-    N, H, W = masks.shape
-    rows, cols = masks.any(2), masks.any(1)
-    boxes = np.tile(np.array([0.0, 0.0, W, H], np.float32), (N, 1))
-    for n in range(N):
-        if rows[n].any():
-            r, c = np.nonzero(rows[n])[0], np.nonzero(cols[n])[0]
-            boxes[n] = [c[0], r[0], c[-1] + 1, r[-1] + 1]
-    return boxes
+def projected_boxes(K: torch.Tensor, camera_from_head: torch.Tensor, box_min, box_max, height: int,
+                    width: int) -> torch.Tensor:
+    """Image rectangles (N, 4) [u0, v0, u1, v1] of a head-space box's 8 corners seen by
+    K (3, 3) from camera_from_head (N, 4, 4), clipped to the image: where rays can hit the
+    field's box (all corners in front of the camera assumed)."""
+    lo = torch.as_tensor(box_min, dtype=torch.float32, device=K.device)
+    hi = torch.as_tensor(box_max, dtype=torch.float32, device=K.device)
+    sel = torch.tensor([[(c >> k) & 1 for k in range(3)] for c in range(8)], device=K.device, dtype=torch.bool)
+    corners = torch.where(sel, hi, lo)  # (8, 3)
+    cam = corners @ camera_from_head[:, :3, :3].transpose(1, 2) + camera_from_head[:, None, :3, 3]  # (N, 8, 3)
+    uvw = cam @ K.float().T
+    uv = uvw[..., :2] / uvw[..., 2:].clamp_min(1e-6)
+    lo_uv, hi_uv = uv.amin(1), uv.amax(1)
+    limit = torch.tensor([width, height], dtype=torch.float32, device=K.device)
+    lo_uv = torch.minimum(lo_uv.clamp_min(0), limit - 1)
+    hi_uv = torch.maximum(torch.minimum(hi_uv, limit), lo_uv + 1)
+    return torch.cat([lo_uv, hi_uv], -1)
 
 
 @dataclass
@@ -78,7 +83,6 @@ class Clip:
     K: torch.Tensor  # (3, 3) float32
     camera_from_head: torch.Tensor  # (N, 4, 4) float32
     expression: torch.Tensor  # (N, d) float32
-    head_boxes: torch.Tensor  # (N, 4) float32 [u0, v0, u1, v1]
     landmarks: np.ndarray  # (N, 478, 3) float32 pixels (NaN where invalid)
     train_idx: np.ndarray
     test_idx: np.ndarray
@@ -142,6 +146,5 @@ def load_clip(path: Path, device: torch.device | str = "cpu", expr_dim: int | No
         K=torch.from_numpy(K).to(dev),
         camera_from_head=torch.from_numpy(np.nan_to_num(pose)).to(dev),
         expression=torch.from_numpy(np.nan_to_num(expression)).to(dev),
-        head_boxes=torch.from_numpy(mask_boxes(head)).to(dev),
         landmarks=landmarks, train_idx=train, test_idx=test, audio=audio, sha256=sha,
     )

@@ -124,9 +124,23 @@ def frame_codes(model: MINeRF, video: int, clip: Clip, n: int, smooth: bool) -> 
     return model.conditioning(clip.expression[n].to(dev), identity), latent, identity
 
 
+def ray_boxes(model: MINeRF, clip: Clip) -> torch.Tensor:
+    """(N, 4) per-frame rectangles that training rays are drawn from: the image of the
+    field's head box. (MI-NeRF draws 95% of the rays inside "the detected bounding box of
+    the head"; under our per-frame background the field has to learn everything its box
+    covers -- the neck and the backdrop around the head too -- so the box it draws from is
+    the projection of the field's own box, which contains the head's.)"""
+    from .clips import projected_boxes
+
+    H, W = clip.size
+    return projected_boxes(clip.K, clip.camera_from_head, model.cfg.box_min, model.cfg.box_max, H, W)
+
+
 def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.ndarray, cfg: TrainConfig,
-                  rng: np.random.Generator, smooth: bool, device: torch.device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward/backward pass (no optimizer step) -> (loss, photometric mse), on device."""
+                  rng: np.random.Generator, smooth: bool, device: torch.device, precision: str,
+                  boxes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward/backward pass (no optimizer step) -> (loss, photometric mse), on device.
+    ``boxes``: per source, the (N, 4) rectangles of :func:`ray_boxes`."""
     F = cfg.frames_per_step
     per = [cfg.rays // F + (1 if k < cfg.rays % F else 0) for k in range(F)]
     origins, dirs, gts, bgs, conds, lats, ids = [], [], [], [], [], [], []
@@ -135,7 +149,7 @@ def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.nd
         video, clip = sources[s]
         n = int(rng.choice(clip.train_idx))
         H, W = clip.size
-        ij = sample_box_pixels(per[k], clip.head_boxes[n], H, W, cfg.inside_fraction)
+        ij = sample_box_pixels(per[k], boxes[s][n], H, W, cfg.inside_fraction)
         o, d = head_rays(clip.K, clip.camera_from_head[n], ij)
         origins.append(o)
         dirs.append(d)
@@ -208,17 +222,22 @@ def validation_images(model: MINeRF, run: Path, step: int, sources: list[tuple[i
 
 def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: Path, device: torch.device,
         precision: str, start_step: int = 0, optimizer_state: dict | None = None,
-        freeze_conditioning: bool = False, weights: np.ndarray | None = None, label: str = "train") -> dict:
+        freeze_conditioning: bool = False, weights: np.ndarray | None = None, label: str = "train",
+        groups: list[dict] | None = None) -> dict:
     """Train ``model`` on ``sources`` [(video index, clip)] from ``start_step`` to
-    ``cfg.steps``, checkpointing into ``run``. Returns timing and loss figures."""
+    ``cfg.steps``, checkpointing into ``run``. ``weights`` (len(sources),) are the sources'
+    shares of the steps (default equal); ``groups`` are Adam groups with an ``lr_scale``
+    each (default :func:`param_groups`). Returns timing and loss figures."""
     run = Path(run)
     weights = np.full(len(sources), 1.0 / len(sources)) if weights is None else np.asarray(weights, float) / np.sum(weights)
     model.train()
-    groups = param_groups(model, cfg, freeze_conditioning)
+    if groups is None:
+        groups = param_groups(model, cfg, freeze_conditioning)
     optimizer = make_optimizer(groups, device)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
     metrics = MetricsLog(run / "metrics.csv")
+    boxes = [ray_boxes(model, clip) for _, clip in sources]
     wall0 = metrics.last_wall(start_step)
     smooth_start = cfg.smoothing_start()
     acc_loss = torch.zeros((), device=device)
@@ -238,7 +257,7 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
                 g["lr"] = lr * g.get("lr_scale", 1.0)
             rng = np.random.default_rng([cfg.seed, step])
             optimizer.zero_grad(set_to_none=True)
-            loss, mse = training_step(model, sources, weights, cfg, rng, smooth, device, precision)
+            loss, mse = training_step(model, sources, weights, cfg, rng, smooth, device, precision, boxes)
             optimizer.step()
             acc_loss += loss
             acc_mse += mse

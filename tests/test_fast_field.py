@@ -198,7 +198,7 @@ def test_split_first_layers_equal_the_concatenated_mlp():
     h = f.grid(f.normalize(x))  # (R, S, L*F)
     inp = torch.cat([h.double(), field.per_sample(cond, 4, 3), field.per_sample(lat, 4, 3)], -1)
     out = f.density_out(torch.relu(f.density_hidden(torch.relu(f.density_in(inp)))))
-    torch.testing.assert_close(density, torch.exp(out[..., 0]))
+    torch.testing.assert_close(density, torch.exp(out[..., 0] + f.density_bias))
     d = f.pe_dir(v.double())[:, None, :].expand(4, 3, 27)
     c = torch.cat([out[..., 1:], d], -1)
     c = f.color_out(torch.relu(f.color_hidden(torch.relu(f.color_in(c)))))

@@ -9,7 +9,8 @@ Same interface as :class:`~.field.VanillaDynamicField` (MI-NeRF's conditioning k
   (h, L_grid * F features); points outside the box get density 0 (their rgb is computed
   but weighs nothing);
 * density MLP: [h; cond; latent] -> ``hidden`` ReLU -> ``hidden`` ReLU -> 1 + ``geo_features``;
-  density = trunc_exp(first output) (:class:`TruncExp`), the rest are geometry features;
+  density = trunc_exp(first output + density_bias) (:class:`TruncExp`; the bias, -1 as in
+  nerfstudio's nerfacto, starts the field less opaque), the rest are geometry features;
 * colour MLP: [geo features; gamma_4(viewdir)] -> ``color_hidden`` ReLU -> ``color_hidden``
   ReLU -> 3, sigmoid.
 
@@ -76,7 +77,8 @@ class FastField(Field):
                  box_min: tuple[float, float, float] = HEAD_BOX_MIN,
                  box_max: tuple[float, float, float] = HEAD_BOX_MAX,
                  levels: int = 16, features: int = 2, log2_table: int = 19, base_res: int = 16,
-                 max_res: int = 1024, hidden: int = 64, geo_features: int = 15, color_hidden: int = 64):
+                 max_res: int = 1024, hidden: int = 64, geo_features: int = 15, color_hidden: int = 64,
+                 density_bias: float = -1.0):
         super().__init__()
         self.cond_dim, self.latent_dim, self.geo_features = cond_dim, latent_dim, geo_features
         bmin, bmax = torch.tensor(box_min, dtype=torch.float32), torch.tensor(box_max, dtype=torch.float32)
@@ -88,6 +90,7 @@ class FastField(Field):
         self.density_in = nn.Linear(self.grid.out_dim + cond_dim + latent_dim, hidden)
         self.density_hidden = nn.Linear(hidden, hidden)
         self.density_out = nn.Linear(hidden, 1 + geo_features)
+        self.density_bias = float(density_bias)
         # colour MLP on [geo; gamma_4(v)]
         self.color_in = nn.Linear(geo_features + self.pe_dir.out_dim, color_hidden)
         self.color_hidden = nn.Linear(color_hidden, color_hidden)
@@ -117,7 +120,7 @@ class FastField(Field):
              + per_sample(F.linear(latent, W[:, Dh + C:], b), R, S))  # (R, S, hidden)
         a = torch.relu(self.density_hidden(torch.relu(a)))
         out = self.density_out(a)  # (R, S, 1 + geo)
-        density = torch.where(inside, trunc_exp(out[..., 0]), 0.0)  # (R, S) float32
+        density = torch.where(inside, trunc_exp(out[..., 0] + self.density_bias), 0.0)  # (R, S) float32
         # first colour layer, split over [geo | gamma(v)]
         G = self.geo_features
         Wc, bc = self.color_in.weight, self.color_in.bias
