@@ -25,6 +25,7 @@ def train(
     frames_per_step: int = typer.Option(1, "--frames-per-step", min=1, help="Frames the rays of one step come from (the paper: 1)."),
     lr: float = typer.Option(5e-4, "--lr", help="Initial learning rate (decays exponentially to --lr-final)."),
     lr_final: float = typer.Option(5e-5, "--lr-final", help="Final learning rate."),
+    grid_lr_scale: float = typer.Option(20.0, "--grid-lr-scale", min=0.0, help="A fast field's hash grid learns at this multiple of the learning rate."),
     latent_dim: int = typer.Option(32, "--latent-dim", min=1, help="Size of the per-frame latent code."),
     rank: int = typer.Option(8, "--rank", min=1, help="Rank k of the multiplicative module (m) or of H."),
     smooth_after: int = typer.Option(-1, "--smooth-after", help="Step at which the self-attention smoothing starts (-1: half the steps, 0: never)."),
@@ -73,6 +74,7 @@ def train(
     model_cfg = ModelConfig(module=module.lower(), latent_dim=latent_dim, rank=rank, field=field,
                             field_options=parse_field_options(field, field_option or []), **defaults)
     cfg = TrainConfig(steps=steps or 20000, rays=rays, frames_per_step=frames_per_step, lr=lr, lr_final=lr_final,
+                      grid_lr_scale=grid_lr_scale,
                       smooth_after=smooth_after, checkpoint_every=checkpoint_every, val_every=val_every,
                       log_every=log_every, test_frames=test_frames, precision=precision, seed=seed)
     emit_json(train_run(inputs, output, model_cfg, cfg, device=device, force=force))

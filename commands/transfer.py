@@ -24,6 +24,7 @@ def transfer(
     target_store: Optional[Path] = typer.Option(None, "--target-store", help="NAME's store, if it moved since training."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA), bf16, tf32 or fp32."),
+    jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", min=1, max=100, help="Store --store frames as JPEG of this quality [default: lossless]."),
     crf: int = typer.Option(18, "--crf", min=0, max=51, help="H.264 quality (lower is better)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
 ) -> None:
@@ -39,7 +40,7 @@ def transfer(
 
     emit_json(run_transfer(run, name, source, output=output, png_dir=png_dir, store_out=store_out, frames=frames,
                            pose=pose, side_by_side=side_by_side, target_override=target_store, device=device,
-                           precision=precision, force=force, crf=crf))
+                           precision=precision, force=force, crf=crf, jpeg_quality=jpeg_quality))
 
 
 def register(app: typer.Typer) -> None:

@@ -91,7 +91,7 @@ def transfer(run: Path, name: str, source_path: Path, output: Path | None = None
              store_out: Path | None = None, frames: str | None = None, pose: str = "target",
              side_by_side: bool = False, target_override: Path | None = None, device: str = "auto",
              precision: str = "auto", force: bool = False, chunk: int = 32768, crf: int = 18,
-             _expressions: np.ndarray | None = None) -> dict:
+             jpeg_quality: int | None = None, _expressions: np.ndarray | None = None) -> dict:
     """Render NAME driven by ``source_path``; returns the JSON summary.
 
     ``_expressions`` (n, d) replaces the source's blendshapes for the chosen frames (used by
@@ -145,7 +145,7 @@ def transfer(run: Path, name: str, source_path: Path, output: Path | None = None
     review = rendered
     if side_by_side:  # the mp4 and PNGs only; a --store always holds the rendered frames alone
         review = [np.concatenate([source.frames[int(s)].cpu().numpy(), r], 1) for s, r in zip(s_idx, rendered)]
-    written = write_outputs(rendered, review, source, s_idx, t_idx, output, png_dir, store_out, force, crf)
+    written = write_outputs(rendered, review, source, s_idx, t_idx, output, png_dir, store_out, force, crf, jpeg_quality)
     total = time.perf_counter() - t0
     log(f"rendered {len(rendered)} frames of {name} at {len(rendered) / max(t_render, 1e-9):.1f} frames/s")
     return {"command": "transfer", "run": str(run), "id": name, "source": str(source_path),
@@ -168,7 +168,7 @@ def _audio_segment(source: Clip, s_idx: np.ndarray) -> np.ndarray | None:
 
 def write_outputs(frames: list[np.ndarray], review: list[np.ndarray], source: Clip, s_idx: np.ndarray,
                   t_idx: np.ndarray, output: Path | None, png_dir: Path | None, store_out: Path | None,
-                  force: bool, crf: int) -> dict:
+                  force: bool, crf: int, jpeg_quality: int | None = None) -> dict:
     """Write the render store (``frames``) and the mp4 / PNGs (``review``: the frames, or
     source | result); returns their paths. The store goes first: it is what evaluation needs."""
     out: dict = {}
@@ -177,7 +177,7 @@ def write_outputs(frames: list[np.ndarray], review: list[np.ndarray], source: Cl
     if store_out is not None:
         H, W = frames[0].shape[:2]
         with store.create_store(store_out, "transfer", force) as f:
-            with store.FrameWriter(f, H, W) as writer:
+            with store.FrameWriter(f, H, W, jpeg_quality) as writer:
                 for k, frame in enumerate(frames):
                     writer.put(k, frame)
             writer.trim(len(frames))
