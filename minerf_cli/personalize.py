@@ -4,7 +4,7 @@
   for a few steps, the multiplicative (conditioning) module frozen.
 * An unseen person (a clip as short as 1-3 s): a new identity code and per-frame latent
   codes are added and learned (at ``code_lr``, as new codes start from random values),
-  together with the same fine-tuning of the rest. So that the other identities are not
+  together with the same fine-tuning of the rest; the other identities' codes are frozen. So that the other identities are not
   forgotten, a share ``replay`` of the steps draws frames of the run's other stores when
   they are still where the run found them; the summary reports their held-out PSNR before
   and after.
@@ -107,10 +107,18 @@ def personalize(run: Path, name: str, store_path: Path, output: Path | None = No
     codes = {id(model.identity.table.weight), id(model.latent.table.weight)}
     for g in groups:
         g["params"] = [p for p in g["params"] if id(p) not in codes]
+    tables = [model.identity.table.weight, model.latent.table.weight]
     if new:
-        groups.append({"params": [model.identity.table.weight, model.latent.table.weight], "lr_scale": code_lr / lr})
+        # only the new person's rows learn: the other identities' codes stay as trained (a
+        # zero gradient leaves a fresh Adam's update at exactly zero)
+        first_latent = int(model.latent.offsets[video])
+        for table, first in zip(tables, (video, first_latent)):
+            mask = torch.zeros_like(table[:, :1])
+            mask[first:] = 1.0
+            table.register_hook(lambda grad, m=mask: grad * m)
+        groups.append({"params": tables, "lr_scale": code_lr / lr})
     else:
-        groups.append({"params": [model.identity.table.weight, model.latent.table.weight], "lr_scale": 1.0})
+        groups.append({"params": tables, "lr_scale": 1.0})
     if out != run:
         (out / "checkpoints").mkdir(exist_ok=True)
     elif (out / "metrics.csv").exists():

@@ -126,7 +126,8 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a format error
-        raise FormatError(f"{path}: not a readable minerf checkpoint ({type(exc).__name__}: {exc})") from None
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise FormatError(f"{path}: not a readable minerf checkpoint ({type(exc).__name__}: {first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise FormatError(f"{path}: not a minerf checkpoint")
     if int(ckpt.get("version", 0)) > VERSION:

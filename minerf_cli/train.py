@@ -131,6 +131,9 @@ def train(stores: list[Path], run: Path, model_cfg: ModelConfig, cfg: TrainConfi
     start_step, opt_state = 0, None
     if resume:
         saved = runs.read_config(run)
+        if "personalized" in saved:
+            raise UsageError(f"{run}: written by `minerf personalize`, which cannot be resumed; "
+                             "run personalize again (more --steps) from the original run")
         model, _, ckpt = runs.load_model(run, dev)
         model.train()
         cfg = TrainConfig.from_dict(saved["train"])
@@ -152,16 +155,18 @@ def train(stores: list[Path], run: Path, model_cfg: ModelConfig, cfg: TrainConfi
         runs.write_config(run, model.cfg, cfg.to_dict(), saved["identities"])
         log(f"resuming {run} at step {start_step} of {cfg.steps}")
     else:
-        if run.exists() and any(run.iterdir()):
+        replace = run.exists() and any(run.iterdir())
+        if replace:
             if not force:
                 raise UsageError(f"{run}: run directory exists (use --resume to continue it or --force to replace it)")
             if not (run / "config.json").is_file():
                 raise UsageError(f"{run}: not a minerf run directory; refusing to replace it")
-            shutil.rmtree(run)
         stores = expand_stores(stores)
         if not run.parent.exists():
             raise UsageError(f"{run}: directory {run.parent} does not exist")
         clips = load_sources(stores, dev)
+        if replace:  # only once the new inputs are known to be good
+            shutil.rmtree(run)
         dims = {c.expression.shape[1] for c in clips}
         if len(dims) != 1:
             raise MinerfError(f"the stores' expression dimensions differ ({sorted(dims)}); refit them with one minerf version")

@@ -186,6 +186,15 @@ class MetricsLog:
         with open(self.path, "a", newline="") as fh:
             csv.writer(fh).writerow(["" if row.get(k) is None else row[k] for k in METRICS_HEADER])
 
+    def truncate(self, upto_step: int) -> None:
+        """Drop rows after ``upto_step`` (written after the checkpoint a resumed run restarts from)."""
+        with open(self.path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        keep = [rows[0]] + [r for r in rows[1:] if r and r[0] and int(r[0]) <= upto_step]
+        if len(keep) != len(rows):
+            with open(self.path, "w", newline="") as fh:
+                csv.writer(fh).writerows(keep)
+
     def last_wall(self, upto_step: int) -> float:
         """wall_s of the last row at or before ``upto_step`` (0 if none): resumed runs add to it."""
         wall = 0.0
@@ -237,6 +246,7 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
     metrics = MetricsLog(run / "metrics.csv")
+    metrics.truncate(start_step)
     boxes = [ray_boxes(model, clip) for _, clip in sources]
     wall0 = metrics.last_wall(start_step)
     smooth_start = cfg.smoothing_start()
