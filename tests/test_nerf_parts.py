@@ -331,3 +331,18 @@ def test_project_box_contains_projected_head():
     assert u0 < 256 < u1 and v0 < 256 < v1
     mask = rays.box_mask(512, 512, rect)
     assert mask[256, 256] and not mask[0, 0]
+
+
+def test_vanilla_field_density_is_alive_at_init():
+    """He init keeps the trunk's activations, so the ReLU density is positive somewhere for
+    every seed (PyTorch's default init gave a constant, often negative, density: no gradient)."""
+    for seed in range(6):
+        torch.manual_seed(seed)
+        f = field.VanillaDynamicField(53, 32)
+        x = (torch.rand(64, 32, 3) - 0.5) * 30
+        v = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+        with torch.no_grad():
+            density, _ = f(x, v, torch.randn(53) * 0.1, torch.randn(32) * 0.1)
+        positive = (density > 0).float().mean().item()
+        assert 0.02 < positive, (seed, positive)
+        assert density.std() > 1e-3  # varies with the point, not one constant bias

@@ -90,6 +90,22 @@ class VanillaDynamicField(Field):
             color.append(nn.Linear((width + self.pe_dir.out_dim) if k == 0 else color_width, color_width))
         self.color_layers = nn.ModuleList(color)
         self.rgb_head = nn.Linear(color_width, 3)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He (Kaiming) initialisation of the ReLU layers, zero biases.
+
+        PyTorch's default Linear init shrinks the activations about 6-fold per ReLU layer,
+        so after the 8-layer trunk the density head sees almost nothing and outputs its
+        own bias at every point: when that bias is negative (half of all seeds), ReLU makes
+        the density 0 everywhere, no gradient reaches it and the field never learns
+        (measured: 4 real clips on an H100 stayed at the background-only 16 dB). With He
+        init the activations keep their scale and the density is positive at about half
+        the points from the start.
+        """
+        for layer in [*self.trunk, *self.color_layers]:
+            nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Head space (cm) -> head box [-1, 1]^3, (..., 3) -> (..., 3)."""
