@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import metrics
 from .clips import Clip
 from .nerf.model import MINeRF
 from .nerf.rays import head_rays, near_far_box
@@ -52,25 +53,11 @@ def sequence_codes(model: MINeRF, expressions: torch.Tensor, video: int, latents
 
 
 def face_box(points: np.ndarray, height: int, width: int, scale: float = FACE_SCALE) -> tuple[int, int, int, int] | None:
-    """Square face crop [x0, y0, x1, y1) from (P, >=2) landmark pixels, grown by ``scale``,
-    clipped to the image; None when there are no finite landmarks."""
-    p = points[:, :2]
-    p = p[np.isfinite(p).all(1)]
-    if len(p) == 0:
+    """The evaluation's square face crop [x0, y0, x1, y1) (:func:`metrics.face_box`) of
+    (P, >=2) landmark pixels, or None when there are no finite landmarks."""
+    if not np.isfinite(points[:, :2]).all(1).any():
         return None
-    (x0, y0), (x1, y1) = p.min(0), p.max(0)
-    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * scale / 2
-    bx0, by0 = int(np.floor(max(cx - half, 0))), int(np.floor(max(cy - half, 0)))
-    bx1, by1 = int(np.ceil(min(cx + half, width))), int(np.ceil(min(cy + half, height)))
-    if bx1 <= bx0 or by1 <= by0:
-        return None
-    return bx0, by0, bx1, by1
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 (or [0, 255] float) images of one shape."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
+    return tuple(int(v) for v in metrics.face_box(points, (height, width), scale))
 
 
 def render_frame(model: MINeRF, K: torch.Tensor, camera_from_head: torch.Tensor, cond: torch.Tensor,
@@ -126,5 +113,5 @@ def face_psnr(model: MINeRF, video: int, clip: Clip, frames: np.ndarray, smooth:
             continue
         x0, y0, x1, y1 = box
         ref = clip.frames[n, y0:y1, x0:x1].cpu().numpy()
-        values.append(psnr(img[y0:y1, x0:x1], ref))
+        values.append(metrics.psnr(img[y0:y1, x0:x1], ref))
     return float(np.mean(values)) if values else None

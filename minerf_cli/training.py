@@ -211,7 +211,8 @@ def validation_images(model: MINeRF, run: Path, step: int, sources: list[tuple[i
     (reference | render); returns their mean face-crop PSNR."""
     import cv2
 
-    from .rendering import psnr, render_clip_frames
+    from .metrics import psnr
+    from .rendering import render_clip_frames
 
     out_dir = Path(run) / "val"
     out_dir.mkdir(exist_ok=True)
