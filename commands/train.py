@@ -18,7 +18,7 @@ def train(
     output: Path = typer.Option(..., "--output", "-o", help="Run directory to create (config, checkpoints, metrics, renders)."),
     module: str = typer.Option("m", "--module", help="Conditioning: m (multiplicative), h|h2|h3|h4 (high-degree), baseline (concatenation), a1..a7 (ablations)."),
     field: str = typer.Option("vanilla", "--field", help="vanilla (the paper's 8x256 MLP) or fast (hash grid + small MLPs)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps [default: 20000; with --resume: the run's own]."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps [default: 20000]. With --resume: continue to this many steps (the learning-rate schedule and the smoothing start are stretched to it) [default: the run's own]."),
     rays: int = typer.Option(2048, "--rays", min=16, help="Rays per step."),
     samples: Optional[str] = typer.Option(None, "--samples", help="COARSE:FINE samples per ray [default: 64:128 vanilla (the paper's), 64:64 fast]."),
     field_option: Optional[List[str]] = typer.Option(None, "--field-option", help="KEY=VALUE passed to the field's constructor, e.g. width=128 (vanilla) or log2_table=17 (fast); repeatable."),

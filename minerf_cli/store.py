@@ -125,7 +125,15 @@ SCHEMA: dict[str, Node] = {
     ),
     "audio_features": Node(
         "group", "encode-audio", {"features": ("N", "T", "K")}, {"features": "float32"},
-        doc="Per video frame, the window of audio features centred on the frame.",
+        attrs=("kind", "fps", "window_frames", "hop_s"),
+        doc="Per video frame n, the window of audio features centred on the frame's instant "
+        "n / fps: features[n, k] is the kind = \"logmel80\" log-mel spectrum (16 kHz, periodic Hann "
+        "window 400, hop 160 = hop_s 0.01 s, n_fft 512, 80 Slaney mel filters 0-8000 Hz, ln(power + 1e-6)) "
+        "at time n / fps + (k - T // 2) * hop_s, linearly interpolated between 10 ms frames where needed; "
+        "T = 2 * round(window_frames / fps / 2 / hop_s) + 1 (65 at 25 fps, 55 at 30 fps for the default "
+        "window_frames = 16); steps outside the audio hold the log-mel of silence (attr pad_value). "
+        "A store made from a bare audio file (`minerf encode-audio SPEECH.wav --fps F -o OUT.h5`) holds "
+        "only /audio (with attr fps) and /audio_features, no /frames.",
     ),
 }
 

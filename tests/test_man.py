@@ -58,7 +58,7 @@ def test_every_command_has_a_page_with_its_options():
             if param.param_type_name == "option" and not getattr(param, "hidden", False):
                 for opt in param.opts:
                     assert gen_man.esc(opt) in page, f"{path}: option {opt} missing from its man page"
-        assert f"minerf\\-{path[-1]}" in pages["minerf.1"] or "\\-".join(path) in pages["minerf.1"]
+        assert f"minerf\\-{gen_man.esc(path[-1])}" in pages["minerf.1"] or "\\-".join(path) in pages["minerf.1"]
 
 
 def test_store_page_lists_every_schema_node():
