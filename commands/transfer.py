@@ -21,6 +21,8 @@ def transfer(
     frames: Optional[str] = typer.Option(None, "--frames", help="Source frames A:B (B exclusive) [default: all; own store: the held-out 10%]."),
     pose: str = typer.Option("target", "--pose", help="Head pose from NAME's own clip (target) or from the source (source)."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Write source | result side by side."),
+    speech: Optional[Path] = typer.Option(None, "--audio", help="Joint driving: the mouth and jaw come from this speech (with --audio-model), the rest from the source."),
+    audio_model: Optional[Path] = typer.Option(None, "--audio-model", help="Audio model directory (`minerf encode-audio --fit`) for --audio."),
     target_store: Optional[Path] = typer.Option(None, "--target-store", help="NAME's store, if it moved since training."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA), bf16, tf32 or fp32."),
@@ -32,7 +34,8 @@ def transfer(
 
     NAME's clip supplies the torso and backdrop of each output frame, the head pose (unless
     --pose source) and the latent code; its frames are walked back and forth when the
-    source is longer. Driving NAME with its own store re-renders its held-out frames.
+    source is longer. Driving NAME with its own store re-renders its held-out frames. With
+    --audio and --audio-model (joint driving) the mouth and jaw follow the speech instead.
 
     Example: minerf transfer runs/multi --id ana --from stores/bob.h5 -o ana_as_bob.mp4 --side-by-side
     """
@@ -40,7 +43,8 @@ def transfer(
 
     emit_json(run_transfer(run, name, source, output=output, png_dir=png_dir, store_out=store_out, frames=frames,
                            pose=pose, side_by_side=side_by_side, target_override=target_store, device=device,
-                           precision=precision, force=force, crf=crf, jpeg_quality=jpeg_quality))
+                           precision=precision, force=force, crf=crf, jpeg_quality=jpeg_quality,
+                           speech=speech, audio_model=audio_model))
 
 
 def register(app: typer.Typer) -> None:

@@ -41,7 +41,7 @@ def main_options(
 
 # Each name is a module in commands/ (installed as minerf_cli.commands) with a
 # ``register(app)`` function. Only commands that work are listed.
-COMMANDS = ["synth", "prep", "fit3dmm", "encode-audio", "info", "train", "personalize", "transfer", "repack", "evaluate", "demo"]
+COMMANDS = ["synth", "prep", "fit3dmm", "encode-audio", "info", "train", "personalize", "transfer", "repack", "evaluate", "lipsync", "demo"]
 
 
 def _register() -> None:

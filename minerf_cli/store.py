@@ -135,6 +135,14 @@ SCHEMA: dict[str, Node] = {
         "A store made from a bare audio file (`minerf encode-audio SPEECH.wav --fps F -o OUT.h5`) holds "
         "only /audio (with attr fps) and /audio_features, no /frames.",
     ),
+    "render": Node(
+        "group", "transfer",
+        {"expression": ("N", "E"), "camera_from_head": ("N", 4, 4), "target_frames": ("N",)},
+        {"expression": "float32", "camera_from_head": "float32", "target_frames": "int64"},
+        doc="In a store of rendered frames (`minerf transfer --store`, `minerf lipsync --store`): what "
+        "each frame was asked to show, the ICT blendshape weights and the camera-from-head pose it was "
+        "rendered with, and the frame of the identity's own clip that gave its background and latent code.",
+    ),
 }
 
 

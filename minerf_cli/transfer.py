@@ -17,7 +17,9 @@ source frame indices) for ``minerf evaluate``.
 
 from __future__ import annotations
 
+import math
 import tempfile
+from dataclasses import dataclass
 import time
 from pathlib import Path
 
@@ -87,72 +89,139 @@ def plan_frames(source: Clip, target: Clip, same: bool, frames: np.ndarray | Non
     return s, pingpong(np.arange(len(s)), target.n_frames)
 
 
-def transfer(run: Path, name: str, source_path: Path, output: Path | None = None, png_dir: Path | None = None,
-             store_out: Path | None = None, frames: str | None = None, pose: str = "target",
-             side_by_side: bool = False, target_override: Path | None = None, device: str = "auto",
-             precision: str = "auto", force: bool = False, chunk: int = 32768, crf: int = 18,
-             jpeg_quality: int | None = None, _expressions: np.ndarray | None = None) -> dict:
-    """Render NAME driven by ``source_path``; returns the JSON summary.
+@dataclass
+class Target:
+    """A run's model opened for rendering identity ``name`` (its clip supplies backgrounds,
+    poses and latent codes)."""
 
-    ``_expressions`` (n, d) replaces the source's blendshapes for the chosen frames (used by
-    lip-sync / joint driving)."""
+    model: object
+    cfg: dict
+    video: int
+    clip: Clip
+    smooth: bool
+    device: torch.device
+    precision: str
+
+
+def open_target(run: Path, name: str, target_override: Path | None = None, device: str = "auto",
+                precision: str = "auto") -> Target:
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    model, cfg, ckpt = runs.load_model(run, dev)
+    video = runs.identity_index(cfg, name)
+    clip = load_clip(target_store(cfg, video, target_override), dev, model.cfg.expr_dim)
+    from .training import TrainConfig, smoothing_active
+
+    smooth = smoothing_active(TrainConfig.from_dict(cfg["train"]), int(ckpt["step"]))
+    return Target(model, cfg, video, clip, smooth, dev, prec)
+
+
+def check_outputs(output: Path | None, png_dir: Path | None, store_out: Path | None, force: bool) -> None:
     if output is None and png_dir is None and store_out is None:
         raise UsageError("nothing to write: give -o OUT.mp4, --png-dir DIR and/or --store OUT.h5")
-    if pose not in POSES:
-        raise UsageError(f"--pose {pose!r}: expected one of {', '.join(POSES)}")
     for path in (output, store_out):
         if path is not None:
             check_output(path, force)
     if png_dir is not None and png_dir.exists() and any(png_dir.iterdir()) and not force:
         raise UsageError(f"{png_dir}: directory is not empty (use --force)")
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    t0 = time.perf_counter()
-    model, cfg, ckpt = runs.load_model(run, dev)
-    video = runs.identity_index(cfg, name)
-    tpath = target_store(cfg, video, target_override)
-    target = load_clip(tpath, dev, model.cfg.expr_dim)
-    same = _same_file(source_path, tpath)
-    source = target if same else load_clip(source_path, dev, model.cfg.expr_dim)
-    s_idx, t_idx = plan_frames(source, target, same, parse_frames(frames, source.n_frames))
-    if source.size != target.size and side_by_side:
-        raise UsageError(f"--side-by-side needs frames of one size ({source.size} vs {target.size})")
-    from .training import TrainConfig, smoothing_active
 
-    smooth = smoothing_active(TrainConfig.from_dict(cfg["train"]), int(ckpt["step"]))
+
+def render_sequence(t: Target, expressions: torch.Tensor, t_idx: np.ndarray, poses: torch.Tensor,
+                    label: str, chunk: int = 32768) -> tuple[list[np.ndarray], float]:
+    """Render identity t.video with expressions (n, d) over the target frames t_idx (n,)
+    (backgrounds, latent codes) at poses (n, 4, 4) -> (n uint8 frames, seconds spent rendering)."""
+    model, dev = t.model, t.device
     with torch.no_grad():
-        expr = source.expression[torch.as_tensor(s_idx, device=dev)]
-        if _expressions is not None:
-            expr = torch.as_tensor(_expressions, dtype=torch.float32, device=dev)
-        latents = frame_latents(model, video, t_idx, target.train_idx)
-        cond, lat = sequence_codes(model, expr, video, latents, smooth)
-    poses = (target.camera_from_head[torch.as_tensor(t_idx, device=dev)] if pose == "target"
-             else source.camera_from_head[torch.as_tensor(s_idx, device=dev)])
-    rendered: list[np.ndarray] = []
-    t_render = 0.0
-    with progress_bar("transfer", len(s_idx)) as bar:
-        task = bar.add_task("transfer", total=len(s_idx), info=name)
-        for k in range(len(s_idx)):
+        latents = frame_latents(model, t.video, t_idx, t.clip.train_idx)
+        cond, lat = sequence_codes(model, expressions.to(dev), t.video, latents, t.smooth)
+    frames: list[np.ndarray] = []
+    seconds = 0.0
+    with progress_bar(label, len(t_idx)) as bar:
+        task = bar.add_task(label, total=len(t_idx), info="")
+        for k in range(len(t_idx)):
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             t1 = time.perf_counter()
-            with torch.no_grad(), autocast(dev, prec):
-                img = render_frame(model, target.K, poses[k], cond[k], lat[k],
-                                   target.background(int(t_idx[k])).to(dev), chunk=chunk)
-            rendered.append(to_uint8(img))
-            t_render += time.perf_counter() - t1
-            bar.update(task, advance=1, info=f"{name} {(k + 1) / max(t_render, 1e-9):.1f} frames/s")
+            with torch.no_grad(), autocast(dev, t.precision):
+                img = render_frame(model, t.clip.K, poses[k], cond[k], lat[k],
+                                   t.clip.background(int(t_idx[k])).to(dev), chunk=chunk)
+            frames.append(to_uint8(img))
+            seconds += time.perf_counter() - t1
+            bar.update(task, advance=1, info=f"{(k + 1) / max(seconds, 1e-9):.1f} frames/s")
+    log(f"rendered {len(frames)} frames at {len(frames) / max(seconds, 1e-9):.1f} frames/s")
+    return frames, seconds
+
+
+def audio_mouth(audio_model: Path, speech: Path, fps: float, n_frames: int | None, device: torch.device,
+                cover: bool = False):
+    """Mouth/jaw blendshapes predicted from a speech file -> (pcm 16 kHz, predictions (n, m),
+    their indices into the expression vector). n = the speech's whole frames
+    (floor(duration * fps)), or with ``cover`` every frame it touches (ceil), at most
+    ``n_frames``."""
+    from .audio import check_audio, load_audio
+    from .audio_model.bundle import AudioBundle
+    from .output import warn
+
+    bundle = AudioBundle.load(audio_model, device=str(device))
+    loaded = load_audio(Path(speech))
+    pcm = loaded.pcm
+    for w in [*getattr(loaded, "warnings", []), *check_audio(pcm, 16000, fps, str(speech))]:
+        warn(w)
+    exact = len(pcm) / 16000 * fps
+    n = max(1, math.ceil(exact - 1e-6)) if cover else int(math.floor(exact + 1e-6))
+    if n_frames is not None:
+        n = min(n, n_frames)
+    windows = bundle.windows(pcm, fps, n)
+    return pcm, bundle.predict_expressions(windows), list(bundle.mouth_indices)
+
+
+def transfer(run: Path, name: str, source_path: Path, output: Path | None = None, png_dir: Path | None = None,
+             store_out: Path | None = None, frames: str | None = None, pose: str = "target",
+             side_by_side: bool = False, target_override: Path | None = None, device: str = "auto",
+             precision: str = "auto", force: bool = False, chunk: int = 32768, crf: int = 18,
+             jpeg_quality: int | None = None, speech: Path | None = None, audio_model: Path | None = None) -> dict:
+    """Render NAME driven by ``source_path``; returns the JSON summary.
+
+    Joint driving (JEAN): with ``speech`` and ``audio_model`` the mouth and jaw blendshapes
+    come from the speech (frame k <-> speech time k / fps) and the rest from the source;
+    the output is cut to the speech's length and carries the speech as its audio."""
+    check_outputs(output, png_dir, store_out, force)
+    if pose not in POSES:
+        raise UsageError(f"--pose {pose!r}: expected one of {', '.join(POSES)}")
+    if (speech is None) != (audio_model is None):
+        raise UsageError("joint driving needs both --audio SPEECH and --audio-model DIR")
+    t0 = time.perf_counter()
+    t = open_target(run, name, target_override, device, precision)
+    target, dev = t.clip, t.device
+    same = _same_file(source_path, target.path)
+    source = target if same else load_clip(source_path, dev, t.model.cfg.expr_dim)
+    s_idx, t_idx = plan_frames(source, target, same, parse_frames(frames, source.n_frames))
+    if source.size != target.size and side_by_side:
+        raise UsageError(f"--side-by-side needs frames of one size ({source.size} vs {target.size})")
+    expr = source.expression[torch.as_tensor(s_idx, device=dev)].clone()
+    audio = None
+    if speech is not None:
+        pcm, mouth, cols = audio_mouth(audio_model, speech, source.fps, len(s_idx), dev)
+        s_idx, t_idx, expr = s_idx[: len(mouth)], t_idx[: len(mouth)], expr[: len(mouth)]
+        expr[:, cols] = torch.as_tensor(mouth, dtype=expr.dtype, device=dev)
+        audio = pcm[: int(round(len(s_idx) * 16000 / source.fps))]
+    elif bool(np.all(np.diff(s_idx) == 1)):
+        audio = _audio_segment(source, s_idx)
+    poses = (target.camera_from_head[torch.as_tensor(t_idx, device=dev)] if pose == "target"
+             else source.camera_from_head[torch.as_tensor(s_idx, device=dev)])
+    rendered, t_render = render_sequence(t, expr, t_idx, poses, "transfer", chunk)
     review = rendered
     if side_by_side:  # the mp4 and PNGs only; a --store always holds the rendered frames alone
         review = [np.concatenate([source.frames[int(s)].cpu().numpy(), r], 1) for s, r in zip(s_idx, rendered)]
-    written = write_outputs(rendered, review, source, s_idx, t_idx, output, png_dir, store_out, force, crf, jpeg_quality)
-    total = time.perf_counter() - t0
-    log(f"rendered {len(rendered)} frames of {name} at {len(rendered) / max(t_render, 1e-9):.1f} frames/s")
+    written = write_outputs(rendered, review, source.fps, audio, source.path, s_idx, t_idx, output, png_dir,
+                            store_out, force, crf, jpeg_quality, requested=(expr, poses))
+    mode = "reconstruction" if same else "transfer"
     return {"command": "transfer", "run": str(run), "id": name, "source": str(source_path),
-            "mode": "reconstruction" if same else "transfer", "pose": pose, "frames": len(rendered),
+            "mode": mode + ("+audio" if speech is not None else ""), "pose": pose, "frames": len(rendered),
             "source_frames": [int(s_idx[0]), int(s_idx[-1]) + 1], "fps": source.fps,
-            "render_fps": round(len(rendered) / max(t_render, 1e-9), 2), "total_s": round(total, 2),
-            "device": str(dev), "precision": prec, "smoothing": smooth, **written}
+            "audio_driven": speech is not None,
+            "render_fps": round(len(rendered) / max(t_render, 1e-9), 2), "total_s": round(time.perf_counter() - t0, 2),
+            "device": str(dev), "precision": t.precision, "smoothing": t.smooth, **written}
 
 
 def _audio_segment(source: Clip, s_idx: np.ndarray) -> np.ndarray | None:
@@ -166,14 +235,15 @@ def _audio_segment(source: Clip, s_idx: np.ndarray) -> np.ndarray | None:
     return np.pad(seg, (0, max(0, (b - a) - len(seg))))
 
 
-def write_outputs(frames: list[np.ndarray], review: list[np.ndarray], source: Clip, s_idx: np.ndarray,
-                  t_idx: np.ndarray, output: Path | None, png_dir: Path | None, store_out: Path | None,
-                  force: bool, crf: int, jpeg_quality: int | None = None) -> dict:
+def write_outputs(frames: list[np.ndarray], review: list[np.ndarray], fps: float, audio: np.ndarray | None,
+                  reference: Path, s_idx: np.ndarray, t_idx: np.ndarray, output: Path | None, png_dir: Path | None,
+                  store_out: Path | None, force: bool, crf: int, jpeg_quality: int | None = None,
+                  requested: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Write the render store (``frames``) and the mp4 / PNGs (``review``: the frames, or
-    source | result); returns their paths. The store goes first: it is what evaluation needs."""
+    source | result) with ``audio`` (16 kHz pcm or None); returns their paths. The store
+    (whose /frames records ``reference_frames`` = s_idx of the ``reference`` store) goes
+    first: it is what evaluation needs."""
     out: dict = {}
-    contiguous = bool(np.all(np.diff(s_idx) == 1))
-    audio = _audio_segment(source, s_idx) if contiguous else None
     if store_out is not None:
         H, W = frames[0].shape[:2]
         with store.create_store(store_out, "transfer", force) as f:
@@ -183,14 +253,20 @@ def write_outputs(frames: list[np.ndarray], review: list[np.ndarray], source: Cl
             writer.trim(len(frames))
             ds = writer.dataset
             store.stamp(ds, "transfer")
-            with store.open_store(source.path) as src:
+            with store.open_store(reference) as src:
                 for key in ("crop_box", "source_size", "source_fps", "start_time"):
                     if key in src["frames"].attrs:
                         ds.attrs[key] = src["frames"].attrs[key]
-            ds.attrs["fps"] = source.fps
+            ds.attrs["fps"] = fps
             ds.attrs["reference_frames"] = np.asarray(s_idx, np.int64)
             ds.attrs["target_frames"] = np.asarray(t_idx, np.int64)
-            ds.attrs["reference_store"] = str(source.path.resolve())
+            ds.attrs["reference_store"] = str(Path(reference).resolve())
+            if requested is not None:
+                g = f.create_group("render")
+                store.stamp(g, "transfer")
+                g.create_dataset("expression", data=requested[0].detach().float().cpu().numpy())
+                g.create_dataset("camera_from_head", data=requested[1].detach().float().cpu().numpy())
+                g.create_dataset("target_frames", data=np.asarray(t_idx, np.int64))
             if audio is not None:
                 g = f.create_group("audio")
                 store.stamp(g, "transfer")
@@ -207,7 +283,7 @@ def write_outputs(frames: list[np.ndarray], review: list[np.ndarray], source: Cl
             if audio is not None:
                 wav = Path(td) / "audio.wav"
                 sf.write(wav, audio, 16000)
-            write_video(tmp, review, source.fps, audio_path=wav, crf=crf)
+            write_video(tmp, review, fps, audio_path=wav, crf=crf)
         out["output"] = str(output)
         out["audio"] = audio is not None
     if png_dir is not None:
