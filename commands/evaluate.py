@@ -20,12 +20,15 @@ def evaluate(
     driving_frames: Optional[str] = typer.Option(None, "--driving-frames", metavar="A:B", help="Driving frames the generated frames follow (default: the paired reference frames when --driving is the reference store, else 0..n-1)."),
     lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights", help="torchvision vgg16 ImageNet state dict (.pth) for LPIPS; LPIPS is skipped without it."),
     lpips_lin: Optional[Path] = typer.Option(None, "--lpips-lin", help="lpips' linear layers for VGG (its weights/v0.1/vgg.pth); goes with --lpips-weights."),
-    device: str = typer.Option("auto", "--device", help="Where LPIPS runs: auto, cpu or cuda[:N] (the rest runs on the CPU)."),
+    device: str = typer.Option("auto", "--device", help="Where LPIPS, SyncNet and the audio model run: auto, cpu or cuda[:N] (the rest runs on the CPU)."),
     identity_frames: int = typer.Option(100, "--identity-frames", min=0, help="Face descriptors on at most this many evenly spaced generated frames (0 = all)."),
     crop_scale: float = typer.Option(1.2, "--crop-scale", min=1.0, max=3.0, help="Side of the square face crop, relative to the landmarks' extent."),
+    audio: Optional[Path] = typer.Option(None, "--audio", metavar="SPEECH", help="The speech that drives the generated frames, for the audio-visual sync metrics (default: the generated store's /audio or the generated video's audio track)."),
+    audio_model: Optional[Path] = typer.Option(None, "--audio-model", metavar="DIR", help="A trained minerf audio model: minerf's own sync offset and confidence (minerf_sync_offset_frames, minerf_sync_confidence) of the audio vs. the generated mouth."),
+    syncnet: Optional[Path] = typer.Option(None, "--syncnet", metavar="WEIGHTS", help="syncnet_python's SyncNet weights (syncnet_v2.model) for LSE-D / LSE-C (25 fps video); skipped without it."),
     json_output: bool = typer.Option(False, "--json", hidden=True, help="Accepted for compatibility: the summary is always JSON."),
 ) -> None:
-    """Score generated talking-face frames: PSNR, SSIM, LPIPS, CPBD, CSIM/ACD, Exp-Diff.
+    """Score generated talking-face frames: PSNR, SSIM, LPIPS, CPBD, CSIM/ACD, Exp-Diff, lip sync.
 
     Image metrics use the face crop of the reference frame's landmarks.
 
@@ -35,6 +38,11 @@ def evaluate(
 
     Exp-Diff (with --driving): mean squared difference of the 53 blendshapes
     tracked on the generated frames and the driving store's.
+
+    Lips: M-LMD (paired mode): mean distance of the 40 mediapipe lip points of
+    generated and reference frames over the reference inter-ocular distance.
+    With --audio-model: minerf's own audio/mouth sync offset and confidence.
+    With --syncnet: LSE-D / LSE-C (SyncNet, from the weights you supply).
 
     Frames without a face are counted (frames_without_face). Prints one JSON
     object (several inputs: "inputs" and their "mean"); a table on stderr.
@@ -47,7 +55,8 @@ def evaluate(
 
     opts = EvalOptions(ref_frames=ref_frames, identity_only=identity_only, driving=driving,
                        driving_frames=driving_frames, lpips_weights=lpips_weights, lpips_lin=lpips_lin,
-                       device=device, identity_frames=identity_frames, crop_scale=crop_scale)
+                       device=device, identity_frames=identity_frames, crop_scale=crop_scale, audio=audio,
+                       audio_model=audio_model, syncnet=syncnet)
     emit_json(run_evaluate(generated, ref, opts))
 
 

@@ -21,6 +21,22 @@ frames where mediapipe finds no face (reported, never silently dropped). With --
 Exp-Diff, the mean squared difference between the 53 ICT blendshapes that our own tracker
 (face mesh + tracking.fit, with the driving store's focal) recovers from the generated
 frames and the driving store's /tracking/expression on the corresponding frames.
+
+Lip metrics (:mod:`minerf_cli.lipmetrics`, :mod:`minerf_cli.syncnet`):
+
+* M-LMD (paired mode): the mean distance of the 40 mediapipe lip points of each generated
+  frame and its reference frame, over the reference frame's inter-ocular distance, averaged
+  over the frames with a face in both. The generated frames' landmarks are the face-mesh run
+  that the main loop makes anyway (the same ones Exp-Diff tracks).
+* our audio-visual sync (--audio-model DIR): the trained minerf audio model's
+  ``AudioBundle.sync`` of the driving audio against the generated frames' landmarks:
+  ``minerf_sync_offset_frames`` (> 0: the video lags the audio) and ``minerf_sync_confidence``.
+  These are minerf's own scores, not SyncNet's LSE.
+* LSE-D / LSE-C (--syncnet WEIGHTS): SyncNet (syncnet_python's release) from the user's
+  weight file, scored as syncnet_python does; without the file they are skipped.
+
+The audio is --audio, else the generated store's /audio, else the generated video's audio
+track; without any, the audio metrics are skipped.
 """
 
 from __future__ import annotations
@@ -47,7 +63,8 @@ CROP_SCALE = 1.2
 SIGNIFICANT = 6  # digits of the floats in the JSON summary
 # metrics averaged over several generated inputs (numbers only; "skipped: ..." strings are left out)
 MEAN_KEYS = ("psnr", "ssim", "lpips", "cpbd", "cpbd_reference", "csim", "acd", "face_distance",
-             "same_person_fraction", "exp_diff", "exp_diff_mouth", "face_found_fraction")
+             "same_person_fraction", "exp_diff", "exp_diff_mouth", "face_found_fraction", "m_lmd", "m_lmd_px",
+             "minerf_sync_offset_frames", "minerf_sync_confidence", "lse_d", "lse_c", "lse_offset_frames")
 
 
 @dataclass
@@ -61,6 +78,9 @@ class EvalOptions:
     device: str = "auto"
     identity_frames: int = 100  # generated frames (evenly spaced) with dlib descriptors; 0 = all
     crop_scale: float = CROP_SCALE
+    audio: Path | None = None  # the speech that drives the generated frames
+    audio_model: Path | None = None  # a trained minerf audio model (AudioBundle) for our sync score
+    syncnet: Path | None = None  # syncnet_python weights for LSE-D / LSE-C
 
     def check(self) -> None:
         if (self.lpips_weights is None) != (self.lpips_lin is None):
@@ -356,7 +376,7 @@ def exp_diff(landmarks: np.ndarray, size: int, drv: Driving, drv_idx: np.ndarray
 # ----------------------------------------------------------------------------- one input
 
 def evaluate_one(generated: Path, reference: Path, opts: EvalOptions, identity: metrics.FaceIdentity,
-                 lpips_net: Any = None) -> dict:
+                 lpips_net: Any = None, lip: "LipModels | None" = None) -> dict:
     """Metrics of one generated input against the reference; returns the JSON-able summary."""
     t0 = time.perf_counter()
     generated, reference = Path(generated), Path(reference)
@@ -467,6 +487,7 @@ def evaluate_one(generated: Path, reference: Path, opts: EvalOptions, identity: 
         if done != n:
             raise MinerfError(f"{generated}: only {done} of its {n} frames could be read")
         found = _valid(gen_lm)
+        lip_out = lip_metrics(gen, gen_lm, ref_lm if paired else None, lip or LipModels(), opts)
 
     # --- summary
     out: dict = {
@@ -500,8 +521,146 @@ def evaluate_one(generated: Path, reference: Path, opts: EvalOptions, identity: 
         out.update(exp_diff(gen_lm, gen.width, drv, drv_idx, gen.fps))
     else:
         out["exp_diff"] = "skipped: no --driving store"
+    if opts.identity_only:
+        out["m_lmd"] = "skipped: --identity-only (no frame-wise reference mouth)"
+    out.update(lip_out)
     out["seconds"] = time.perf_counter() - t0
     return {k: _round(v) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- lip metrics
+
+@dataclass
+class LipModels:
+    """What the lip metrics need, loaded once for all generated inputs."""
+
+    audio: np.ndarray | None = None  # --audio, 16 kHz mono float32
+    audio_path: Path | None = None
+    bundle: Any = None  # AudioBundle (--audio-model)
+    syncnet: Any = None  # SyncNet from --syncnet
+
+
+def load_lip_models(opts: EvalOptions) -> LipModels:
+    """Load --audio, --audio-model and --syncnet (one-line errors for missing or bad files)."""
+    lip = LipModels()
+    if opts.audio is not None:
+        from .audio import load_audio  # noqa: PLC0415
+
+        lip.audio = load_audio(Path(opts.audio)).pcm
+        lip.audio_path = Path(opts.audio)
+    if opts.audio_model is not None or opts.syncnet is not None:
+        from .devices import resolve_device  # noqa: PLC0415 - torch only when asked for
+
+        device = resolve_device(opts.device)
+        if opts.syncnet is not None:
+            from .syncnet import load_syncnet  # noqa: PLC0415
+
+            lip.syncnet = load_syncnet(Path(opts.syncnet), device)
+        if opts.audio_model is not None:
+            path = Path(opts.audio_model)
+            if not path.exists():
+                raise MinerfError(f"{path}: audio model (--audio-model) not found")
+            from .audio_model.bundle import AudioBundle  # noqa: PLC0415
+
+            lip.bundle = AudioBundle.load(path, device)
+    return lip
+
+
+def own_audio(gen: Source) -> tuple[np.ndarray | None, str | None]:
+    """The generated input's own audio (a store's /audio, a video's audio track) at 16 kHz."""
+    if gen.kind == "store":
+        with h5py.File(gen.path, "r") as f:
+            if "audio/pcm" not in f:
+                return None, None
+            pcm = f["audio/pcm"][...].astype(np.float32)
+            rate = int(f["audio"].attrs.get("sample_rate", 16000))
+        if rate != 16000:
+            from .audio import resample  # noqa: PLC0415
+
+            pcm = resample(pcm, rate, 16000)
+        return pcm, f"{gen.path}:/audio"
+    if gen.kind == "video":
+        from .audio import load_audio  # noqa: PLC0415
+
+        try:
+            return load_audio(gen.path).pcm, f"{gen.path} (its audio track)"
+        except MinerfError:
+            return None, None
+    return None, None
+
+
+def lip_metrics(gen: Source, gen_lm: np.ndarray, ref_lm: np.ndarray | None, lip: LipModels,
+                opts: EvalOptions) -> dict:
+    """M-LMD, our sync score and LSE-D/LSE-C of one generated input (JSON-able; 'skipped: ...'
+    strings where a metric cannot be computed). ``gen`` must still be open (LSE reads its frames)."""
+    from . import lipmetrics  # noqa: PLC0415
+
+    out: dict = {}
+    if ref_lm is not None:
+        r = lipmetrics.mouth_lmd(gen_lm, ref_lm)
+        if r.frames:
+            out.update(m_lmd=r.value, m_lmd_px=r.value_px)
+        else:
+            out["m_lmd"] = "skipped: no frame with a face in both the generated and the reference frame"
+        out.update(m_lmd_frames=r.frames, m_lmd_frames_skipped=r.skipped, m_lmd_normaliser=lipmetrics.NORMALISER)
+    # --- the audio
+    if lip.audio is not None:
+        pcm, audio_from = lip.audio, str(lip.audio_path)
+    else:
+        pcm, audio_from = own_audio(gen)
+    want_audio = lip.bundle is not None or lip.syncnet is not None
+    if want_audio:
+        out["audio"] = audio_from if pcm is not None else None
+    no_audio = "skipped: no audio (give --audio SPEECH; the generated input has no audio of its own)"
+    fps = gen.fps or FALLBACK_FPS
+    # --- our contrastive sync model
+    if lip.bundle is None:
+        out["minerf_sync_confidence"] = "skipped: no minerf audio model (--audio-model)"
+    elif pcm is None:
+        out["minerf_sync_confidence"] = no_audio
+    elif not _valid(gen_lm).any():
+        out["minerf_sync_confidence"] = "skipped: no face in the generated frames"
+    else:
+        try:
+            res = lip.bundle.sync(pcm, fps, gen_lm, max_offset=15)
+        except MinerfError as exc:
+            res = {"skipped": f"skipped: {exc}"}
+    if "minerf_sync_confidence" in out:
+        pass
+    elif "skipped" in res:
+        out["minerf_sync_confidence"] = res["skipped"]
+    else:
+        out["minerf_sync_offset_frames"] = int(res["offset"])
+        out["minerf_sync_confidence"] = float(res["confidence"])
+        out["minerf_sync_model"] = str(opts.audio_model)
+        out["minerf_sync_note"] = ("minerf's own contrastive audio/mouth model (SyncNet-style offset and "
+                                   "confidence, not SyncNet's LSE); offset > 0: the video lags the audio")
+    # --- SyncNet
+    if lip.syncnet is None:
+        out["lse_d"] = out["lse_c"] = "skipped: no SyncNet weights (--syncnet)"
+    elif pcm is None:
+        out["lse_d"] = out["lse_c"] = no_audio
+    elif abs(fps - 25.0) > 0.01:
+        out["lse_d"] = out["lse_c"] = f"skipped: SyncNet needs 25 fps video (the generated frames are {fps:g} fps)"
+    elif not _valid(gen_lm).any():
+        out["lse_d"] = out["lse_c"] = "skipped: no face in the generated frames"
+    else:
+        from . import syncnet  # noqa: PLC0415
+
+        crops = np.stack(list(syncnet.face_crops(gen.frames(np.arange(gen.n)), gen_lm)))
+        try:
+            res = syncnet.lse(lip.syncnet, crops, pcm)
+        except MinerfError as exc:
+            out["lse_d"] = out["lse_c"] = f"skipped: {exc}"
+        else:
+            out.update(lse_d=res.lse_d, lse_c=res.lse_c, lse_offset_frames=res.offset, lse_windows=res.windows,
+                       lse_weights=f"user-supplied SyncNet weights: {opts.syncnet}")
+    if want_audio and gen.fps is None:
+        out["audio_fps_assumed"] = FALLBACK_FPS
+    return out
+
+
+FALLBACK_FPS = 25.0  # frame rate of an image directory (no fps of its own) for the audio metrics
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -521,8 +680,9 @@ def evaluate(generated: Sequence[Path], reference: Path, opts: EvalOptions) -> d
         raise UsageError("no generated input given")
     t0 = time.perf_counter()
     lpips_net = _lpips_net(opts)
+    lip = load_lip_models(opts)
     identity = metrics.FaceIdentity()
-    results = [evaluate_one(Path(g), Path(reference), opts, identity, lpips_net) for g in generated]
+    results = [evaluate_one(Path(g), Path(reference), opts, identity, lpips_net, lip) for g in generated]
     print_table(results)
     if len(results) == 1:
         return results[0]
@@ -537,7 +697,9 @@ def evaluate(generated: Sequence[Path], reference: Path, opts: EvalOptions) -> d
 
 TABLE_ROWS = (("psnr", "PSNR dB", 2), ("ssim", "SSIM", 4), ("lpips", "LPIPS", 4), ("cpbd", "CPBD", 3),
               ("cpbd_reference", "CPBD ref", 3), ("csim", "CSIM", 4), ("acd", "ACD", 4),
-              ("face_distance", "face dist", 3), ("exp_diff", "Exp-Diff", 5), ("frames_without_face", "no face", 0))
+              ("face_distance", "face dist", 3), ("exp_diff", "Exp-Diff", 5), ("m_lmd", "M-LMD", 4),
+              ("minerf_sync_confidence", "sync conf", 3), ("minerf_sync_offset_frames", "sync offset", 0),
+              ("lse_d", "LSE-D", 3), ("lse_c", "LSE-C", 3), ("frames_without_face", "no face", 0))
 
 
 def print_table(results: list[dict]) -> None:

@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""Acceptance evaluation of the audio model (`minerf encode-audio --fit`): docs/audio.md.
+
+    python scripts/eval_audio.py [--work /tmp/audio_eval] [--real '/tmp/minerf-real/*.h5'] [--steps 1000]
+
+1. synthetic: `minerf synth --ids 6 --seconds 20 --size 256 --seed 5` + prep --size 256 + fit3dmm
+   (made under WORK/synth unless there already), fit with the last 10% of each clip held out;
+   held-out jawOpen correlation of the predicted vs the TRACKED jawOpen and vs the synth ground
+   truth (_gt.npz "expression", columns in its "expression_names").
+2. real: the tracked real stores (paths or a glob; never copied), fit on all with their last 10%
+   held out; held-out jawOpen correlation per clip and pooled.
+3. sync: on the held-out part of the real clip with the longest held-out part: the offset found
+   (target 0 +- 1) and its confidence, and the same with the audio shifted by 10 frames
+   (video lagging): the offset found there and the confidence of offset 0 (median distance minus
+   the distance at offset 0; clearly lower than for the aligned audio).
+
+Prints one JSON object; skips (message, exit 0) when ../shared or the real stores are absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sh(*args: str) -> str:
+    res = subprocess.run(["minerf", "-q", *args], capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"minerf {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()[-500:]}")
+    return res.stdout
+
+
+def make_synth(work: Path) -> list[Path]:
+    videos, stores = work / "videos", work / "stores"
+    if not videos.is_dir():
+        sh("synth", "-o", str(videos), "--ids", "6", "--seconds", "20", "--size", "256", "--seed", "5")
+    stores.mkdir(parents=True, exist_ok=True)
+    out = []
+    for v in sorted(videos.glob("*.mp4")):
+        s = stores / f"{v.stem}.h5"
+        if not s.exists():
+            sh("prep", str(v), "-o", str(s), "--size", "256")
+        import h5py
+
+        with h5py.File(s) as f:
+            tracked = "tracking" in f
+        if not tracked:
+            sh("fit3dmm", str(s))
+        out.append(s)
+    return out
+
+
+def fit(stores: list[Path], out: Path, steps: int, extra: list[str] = ()) -> dict:
+    return json.loads(sh("encode-audio", "--fit", *map(str, stores), "-o", str(out), "--steps", str(steps),
+                         "--force", *extra))
+
+
+def pearson(a, b):
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def heldout_jaw(bundle, store: Path, test_fraction: float = 0.1):
+    """(predicted, tracked) jawOpen on the held-out frames of one store, and the first held-out frame."""
+    import h5py
+
+    with h5py.File(store) as f:
+        fps = float(f["frames"].attrs["fps"])
+        n = int(f["frames"].shape[0])
+        pcm = f["audio/pcm"][()]
+        names = [s.decode() if isinstance(s, bytes) else str(s) for s in f["tracking"].attrs["expression_names"]]
+        tracked = f["tracking/expression"][()][:, names.index("jawOpen")]
+    n0 = n - max(1, int(round(n * test_fraction)))
+    w = bundle.windows(pcm, fps, n)[n0:]
+    pred = bundle.predict_expressions(w)[:, bundle.mouth_names.index("jawOpen")]
+    return pred, tracked[n0:], n0
+
+
+def synthetic(work: Path, steps: int) -> dict:
+    from minerf_cli.audio_model.bundle import AudioBundle
+
+    stores = make_synth(work)
+    summary = fit(stores, work / "audio_model", steps)
+    bundle = AudioBundle.load(work / "audio_model")
+    P, T, G, per = [], [], [], []
+    for s in stores:
+        pred, tracked, n0 = heldout_jaw(bundle, s)
+        gt = np.load(work / "videos" / f"{s.stem}_gt.npz")
+        names = [str(x) for x in gt["expression_names"]]
+        g = gt["expression"][n0:n0 + len(pred), names.index("jawOpen")]
+        P.append(pred), T.append(tracked), G.append(g)
+        per.append({"clip": s.stem, "r_tracked": round(pearson(pred, tracked), 3), "r_gt": round(pearson(pred, g), 3),
+                    "r_tracked_vs_gt": round(pearson(tracked, g), 3)})
+    P, T, G = map(np.concatenate, (P, T, G))
+    return {"stores": len(stores), "heldout_frames": len(P),
+            "jawOpen_r_tracked": round(pearson(P, T), 3), "jawOpen_r_gt": round(pearson(P, G), 3),
+            "tracker_r_gt": round(pearson(T, G), 3), "per_clip": per,
+            "fit": {k: summary[k] for k in ("losses", "seconds")},
+            "heldout": {k: summary["heldout"][k] for k in ("correlation", "infonce_accuracy", "infonce_chance",
+                                                           "sync_offsets")}}
+
+
+def real(stores: list[Path], work: Path, steps: int) -> dict:
+    import h5py
+
+    from minerf_cli.audio_model.bundle import AudioBundle
+
+    summary = fit(stores, work / "audio_model_real", steps)
+    bundle = AudioBundle.load(work / "audio_model_real")
+    P, T, per = [], [], []
+    for s in stores:
+        pred, tracked, _ = heldout_jaw(bundle, s)
+        P.append(pred), T.append(tracked)
+        per.append({"clip": s.stem, "frames": len(pred), "jawOpen_r": round(pearson(pred, tracked), 3)})
+    P, T = map(np.concatenate, (P, T))
+    out = {"stores": len(stores), "heldout_frames": len(P), "jawOpen_r_pooled": round(pearson(P, T), 3),
+           "jawOpen_r_median_clip": round(float(np.median([c["jawOpen_r"] for c in per])), 3), "per_clip": per,
+           "fit": {k: summary[k] for k in ("losses", "seconds")},
+           "heldout": {k: summary["heldout"][k] for k in ("correlation", "infonce_accuracy", "infonce_chance",
+                                                          "sync_offsets")}}
+    # sync on the longest held-out part
+    best = max(stores, key=lambda s: h5py.File(s)["frames"].shape[0])
+    with h5py.File(best) as f:
+        fps = float(f["frames"].attrs["fps"])
+        n = int(f["frames"].shape[0])
+        pcm = f["audio/pcm"][()]
+        lm = f["landmarks/points"][()]
+    n0 = n - max(1, int(round(n * 0.1)))
+    seg = lambda k: pcm[int(round((n0 + k) / fps * 16000)):]  # noqa: E731 - audio of frame n0 + k onwards
+    aligned = bundle.sync(seg(0), fps, lm[n0:])
+    # the audio 10 frames early (its frame t is the video's frame t + 10): the video lags by 10
+    shifted = bundle.sync(seg(10), fps, lm[n0:])
+
+    def conf_at_zero(r):
+        d = 1 - np.asarray(r["similarity"])
+        return float(np.median(d) - d[r["offsets"].index(0)])
+
+    out["sync"] = {"clip": best.stem, "frames": n - n0,
+                   "aligned": {"offset": aligned["offset"], "confidence": round(aligned["confidence"], 4),
+                               "confidence_at_offset_0": round(conf_at_zero(aligned), 4)},
+                   "audio_shifted_10": {"offset": shifted["offset"], "confidence": round(shifted["confidence"], 4),
+                                        "confidence_at_offset_0": round(conf_at_zero(shifted), 4)}}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/audio_eval"))
+    ap.add_argument("--real", nargs="+", default=["/tmp/minerf-real/*.h5"], help="real tracked stores (globs)")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--skip-synth", action="store_true")
+    ap.add_argument("--skip-real", action="store_true")
+    args = ap.parse_args()
+    if not (REPO.parent / "shared").is_dir():
+        print(f"eval_audio: {REPO.parent / 'shared'} is absent: skipping", file=sys.stderr)
+        return
+    real_stores = sorted(Path(p) for pat in args.real for p in glob.glob(pat))
+    if not real_stores and not args.skip_real:
+        print(f"eval_audio: no real stores at {' '.join(args.real)}: skipping", file=sys.stderr)
+        return
+    result = {}
+    if not args.skip_synth:
+        result["synthetic"] = synthetic(args.work / "synth", args.steps)
+        print(json.dumps({"synthetic": result["synthetic"]}), file=sys.stderr)
+    if not args.skip_real:
+        result["real"] = real(real_stores, args.work, args.steps)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
