@@ -11,8 +11,11 @@
    held out; held-out jawOpen correlation per clip and pooled.
 3. sync: on the held-out part of the real clip with the longest held-out part: the offset found
    (target 0 +- 1) and its confidence, and the same with the audio shifted by 10 frames
-   (video lagging): the offset found there and the confidence of offset 0 (median distance minus
-   the distance at offset 0; clearly lower than for the aligned audio).
+   (video lagging): the offset found there (target +10) and the confidence of offset 0 (median
+   distance minus the distance at offset 0; clearly lower than for the aligned audio). The fit
+   summary adds, for every real clip, the held-out offset (aligned: "sync_offsets", and with the
+   audio shifted by 10 frames for clips with >= 45 held-out frames: "sync_offsets_shift10",
+   "sync_shift10_recovered" = [found within +-1 of +10, clips]).
 
 Prints one JSON object; skips (message, exit 0) when ../shared or the real stores are absent.
 """
@@ -79,7 +82,9 @@ def heldout_jaw(bundle, store: Path, test_fraction: float = 0.1):
         tracked = f["tracking/expression"][()][:, names.index("jawOpen")]
     n0 = n - max(1, int(round(n * test_fraction)))
     w = bundle.windows(pcm, fps, n)[n0:]
-    pred = bundle.predict_expressions(w)[:, bundle.mouth_names.index("jawOpen")]
+    # a residual model adds the speaker's mean pose (the store's training-part mean, kept in the bundle)
+    ident = store.stem if store.stem in bundle.identity_names else None
+    pred = bundle.predict_expressions(w, identity=ident)[:, bundle.mouth_names.index("jawOpen")]
     return pred, tracked[n0:], n0
 
 
@@ -123,8 +128,9 @@ def real(stores: list[Path], work: Path, steps: int) -> dict:
     out = {"stores": len(stores), "heldout_frames": len(P), "jawOpen_r_pooled": round(pearson(P, T), 3),
            "jawOpen_r_median_clip": round(float(np.median([c["jawOpen_r"] for c in per])), 3), "per_clip": per,
            "fit": {k: summary[k] for k in ("losses", "seconds")},
-           "heldout": {k: summary["heldout"][k] for k in ("correlation", "infonce_accuracy", "infonce_chance",
-                                                          "sync_offsets")}}
+           "heldout": {k: summary["heldout"].get(k) for k in ("correlation", "infonce_accuracy", "infonce_chance",
+                                                              "sync_offsets", "sync_aligned_within1",
+                                                              "sync_offsets_shift10", "sync_shift10_recovered")}}
     # sync on the longest held-out part
     best = max(stores, key=lambda s: h5py.File(s)["frames"].shape[0])
     with h5py.File(best) as f:

@@ -66,16 +66,16 @@ def test_bundle_api_shapes(fitted, stores):
     b = AudioBundle.load(out)
     names = load_face_model().expression_names
     assert b.mouth_names == list(MOUTH_SET) and [names[i] for i in b.mouth_indices] == b.mouth_names
-    assert b.window_frames == 16 and b.window_steps == 65
+    assert b.window_frames == 8 and b.window_steps == 33 and b.window_seconds == 0.32
     with h5py.File(stores[0]) as f:
         pcm = f["audio/pcm"][()]
         fps = float(f["frames"].attrs["fps"])
         lm = f["landmarks/points"][()]
     n = len(lm)
     w = b.windows(pcm, fps)
-    assert w.shape == (n, 65, 80) and w.dtype == np.float32
-    assert b.windows(pcm, fps, n_frames=7).shape == (7, 65, 80)
-    assert b.windows(pcm, 30.0).shape[1:] == (65, 80)  # the same T at any frame rate
+    assert w.shape == (n, 33, 80) and w.dtype == np.float32
+    assert b.windows(pcm, fps, n_frames=7).shape == (7, 33, 80)
+    assert b.windows(pcm, 30.0).shape[1:] == (33, 80)  # the same T at any frame rate
     a = b.audio_embedding(w)
     assert a.shape == (n, 64) and np.isfinite(a).all()
     lm2 = lm.copy()
@@ -99,7 +99,7 @@ def test_bundle_api_shapes(fitted, stores):
 def test_save_reload_roundtrip_and_force(fitted, tmp_path):
     out, _ = fitted
     b = AudioBundle.load(out)
-    w = np.random.default_rng(0).normal(-5, 2, (4, 65, 80)).astype(np.float32)
+    w = np.random.default_rng(0).normal(0, 1, (4, b.window_steps, 80)).astype(np.float32)
     copy = tmp_path / "copy"
     b.save(copy)
     b2 = AudioBundle.load(copy)
@@ -147,3 +147,29 @@ def test_fit_needs_audio_and_tracking(stores, tmp_path):
     assert res.exit_code == 2 and "-o" in res.output
     res = runner.invoke(app, ["encode-audio", str(stores[0]), str(stores[1])])
     assert res.exit_code == 2
+
+
+def test_residual_model_identity_means_and_clip_norm(fitted, stores):
+    """New bundles: per-clip mel normalisation, residual expression targets with per-store means."""
+    out, summary = fitted
+    b = AudioBundle.load(out)
+    assert b.residual and b.config["features"]["mel_norm"] == "clip"
+    assert set(b.identity_names) >= {s.stem for s in stores}
+    with h5py.File(stores[0]) as f:
+        pcm = f["audio/pcm"][()]
+        fps = float(f["frames"].attrs["fps"])
+    w = b.windows(pcm, fps)
+    # clip normalisation: every mel band is about zero-mean over the clip
+    assert np.abs(w[:, w.shape[1] // 2].mean(0)).max() < 0.5
+    g = b.predict_expressions(w, smooth=False)
+    a = b.predict_expressions(w, smooth=False, identity=stores[0].stem)
+    shift = b.expression_mean(stores[0].stem) - b.expression_mean(None)
+    inside = (g > 1e-3) & (g < 1 - 1e-3) & (a > 1e-3) & (a < 1 - 1e-3)
+    np.testing.assert_allclose((a - g)[inside], np.broadcast_to(shift, a.shape)[inside], atol=1e-5)
+    m = np.full(len(b.mouth_names), 0.5, np.float32)
+    assert b.predict_expressions(w, mean=m).shape == g.shape
+    with pytest.raises(Exception) as exc:
+        b.predict_expressions(w, identity="nobody")
+    assert getattr(exc.value, "exit_code", None) == 2
+    held = summary["heldout"]
+    assert "sync_offsets_shift10" in held and len(held["sync_shift10_recovered"]) == 2

@@ -20,12 +20,16 @@ Three models (JEAN sec. 3.1, suppl. 8.1-8.2; LipNeRF's audio-to-expression route
   against the frozen mouth embeddings: :meth:`AudioBundle.audio_embedding`;
 * the audio-to-expression model: "conv" (an AudioEncoder-shaped conv net over the log-mel
   window with one output per mouth blendshape) or "head" (a 2-layer MLP on the frozen audio
-  embedding), sigmoid outputs in [0, 1]: :meth:`AudioBundle.predict_expressions`.
+  embedding): :meth:`AudioBundle.predict_expressions`, weights in [0, 1]; new models predict
+  the deviation from the speaker's mean pose ("target": "residual") and add the mean of the
+  identity asked for (config "expression_means", keyed by training store stem) or the global
+  training mean; older models ("absolute") have sigmoid outputs.
 
 Audio windows: unlike `minerf encode-audio STORE` (a window of ``window_frames`` video frames,
 so T depends on the frame rate), the bundle's windows span a fixed ``window_seconds``
-(0.64 s = 16 frames at 25 fps) whatever the fps: T = 2 * round(window_seconds / 2 / 0.01) + 1
-= 65 mel steps, centred on each video frame's instant n / fps (:mod:`minerf_cli.audio_windows`),
+(0.32 s = 8 frames at 25 fps; 0.64 s for models made before the per-clip normalisation) whatever
+the fps: T = 2 * round(window_seconds / 2 / 0.01) + 1
+= 33 mel steps (65 for 0.64 s), centred on each video frame's instant n / fps (:mod:`minerf_cli.audio_windows`),
 so clips of any frame rate share one model. Always build windows with :meth:`AudioBundle.windows`.
 """
 
@@ -50,8 +54,9 @@ from .losses import sync_scores
 FORMAT = "minerf-audio-model"
 VERSION = 1
 WEIGHTS_FORMAT = "minerf-audio-weights"
-DEFAULT_WINDOW_SECONDS = 0.64
+DEFAULT_WINDOW_SECONDS = 0.32  # 0.64 until the per-clip normalised models (held-out real clips: better)
 DEFAULT_SMOOTH_SIGMA = 1.0  # frames
+MEL_NORM_MIN_STD = 0.5  # floor of the per-band std (ln units) of per-clip mel normalisation
 BATCH = 1024
 
 
@@ -79,7 +84,8 @@ class ExpressionHead(nn.Module):
 
 
 def default_config(mouth_names: list[str], mouth_indices: list[int], window_seconds: float = DEFAULT_WINDOW_SECONDS,
-                   expression_model: str = "conv", smooth_sigma: float = DEFAULT_SMOOTH_SIGMA) -> dict:
+                   expression_model: str = "conv", smooth_sigma: float = DEFAULT_SMOOTH_SIGMA,
+                   mel_norm: str | None = "clip", target: str = "residual", sync_centre: bool = True) -> dict:
     from .. import mel
 
     half = max(1, int(round(window_seconds / 2.0 / mel.HOP_S)))
@@ -95,16 +101,24 @@ def default_config(mouth_names: list[str], mouth_indices: list[int], window_seco
             "window_frames": int(round(window_seconds * 25.0)),  # the window in frames at 25 fps
             "window_steps": 2 * half + 1,
             "centre": "step window_steps // 2 of frame n is the time n / fps",
+            # "clip": every mel band standardised over the whole audio given to windows()
+            # (removes loudness / channel differences between recordings); None: raw log-mel
+            "mel_norm": mel_norm,
+            "mel_norm_min_std": MEL_NORM_MIN_STD,
         },
         "landmarks": {"points": 51, "dims": 2, "deroll": True, "source": "mediapipe 478 -> 68 -> 51 (JEAN)"},
         "mouth_names": list(mouth_names),
         "mouth_indices": [int(i) for i in mouth_indices],
         "models": {
             "autoencoder": {"dims": 2, "emb_dim": 64, "hidden": [256, 256, 128]},
-            "audio_encoder": {"emb_dim": 64, "channels": [64, 64, 128, 128], "hidden": 128},
+            "audio_encoder": {"emb_dim": 64, "channels": [64, 64, 128, 128], "hidden": 128,
+                              "sync_centre": bool(sync_centre)},
+            # target "residual": the model predicts the deviation from the speaker's mean pose;
+            # predict_expressions adds the mean of an identity (expression_means) or the global one
             "expression": {"kind": expression_model, "channels": [64, 64, 128, 128], "hidden": 128,
-                           "smooth_sigma_frames": float(smooth_sigma)},
+                           "smooth_sigma_frames": float(smooth_sigma), "target": target},
         },
+        "expression_means": {"global": None, "identities": {}},
         "training": {},
     }
 
@@ -148,7 +162,7 @@ class AudioBundle:
 
     @property
     def window_steps(self) -> int:
-        """T: mel steps per window (65 by default, for every frame rate)."""
+        """T: mel steps per window (33 by default, 65 for older 0.64 s models; the same at every frame rate)."""
         return int(self.config["features"]["window_steps"])
 
     @property
@@ -267,6 +281,11 @@ class AudioBundle:
         mel = logmel(pcm)
         out = frame_windows(mel, fps, 0, n, window_frames=self.window_seconds * fps, hop_s=HOP_S)
         assert out.shape[1] == self.window_steps, (out.shape, self.window_steps)
+        if self.config["features"].get("mel_norm") == "clip" and len(mel):
+            # after windowing (linear in the rows), so the silence padding is normalised alike
+            mu = mel.mean(0)
+            sd = np.maximum(mel.std(0), float(self.config["features"].get("mel_norm_min_std", MEL_NORM_MIN_STD)))
+            out = ((out - mu) / sd).astype(np.float32)
         return out
 
     def _check_windows(self, windows) -> torch.Tensor:
@@ -319,9 +338,41 @@ class AudioBundle:
             return self.expression(emb)
         return self.expression(w)
 
-    def predict_expressions(self, windows: np.ndarray, smooth: bool = True) -> np.ndarray:
+    @property
+    def residual(self) -> bool:
+        """True when the expression model predicts deviations from the speaker's mean pose."""
+        return self.config["models"]["expression"].get("target", "absolute") == "residual"
+
+    @property
+    def identity_names(self) -> list[str]:
+        """Identities (store stems, and identity names given to the fit) with a stored mean pose."""
+        return sorted((self.config.get("expression_means") or {}).get("identities", {}))
+
+    def expression_mean(self, identity: str | None = None) -> np.ndarray:
+        """(M,) mean mouth pose of ``identity`` (training part of its clips) or, for None, the
+        mean over all training frames (zeros for a model that predicts absolute weights)."""
+        m = len(self.mouth_names)
+        if not self.residual:
+            return np.zeros(m, np.float32)
+        means = self.config.get("expression_means") or {}
+        if identity is None:
+            g = means.get("global")
+            return np.zeros(m, np.float32) if g is None else np.asarray(g, np.float32)
+        ids = means.get("identities", {})
+        if identity not in ids:
+            raise UsageError(f"identity {identity!r} has no mean pose in this audio model "
+                             f"(known: {', '.join(sorted(ids)) or 'none'})")
+        return np.asarray(ids[identity], np.float32)
+
+    def predict_expressions(self, windows: np.ndarray, smooth: bool = True, identity: str | None = None,
+                            mean: np.ndarray | None = None) -> np.ndarray:
         """(N, T, 80) windows -> (N, M) mouth/jaw blendshape weights in [0, 1], columns in
         :attr:`mouth_names` order (their indices into the 53 ICT expressions: :attr:`mouth_indices`).
+
+        A "residual" model predicts the deviation from the speaker's mean pose; the output is made
+        absolute by adding ``mean`` (M,) if given, else the stored mean of ``identity`` (a
+        training store's stem or identity name, :attr:`identity_names`), else the global training
+        mean. An "absolute" model (older bundles) ignores ``identity`` / ``mean``.
 
         With ``smooth`` the windows are taken as consecutive frames of one clip and each column
         is smoothed over time with a Gaussian of sigma ``smooth_sigma_frames`` (1 frame; edges
@@ -329,14 +380,31 @@ class AudioBundle:
         w = self._check_windows(windows)
         self.audio_encoder.eval()
         self.expression.eval()
-        out = self._batched(lambda x: torch.sigmoid(self.expression_logits(x)), w)
-        out = out.reshape(len(w), len(self.mouth_names)).astype(np.float32)
+        if self.residual:
+            out = self._batched(self.expression_logits, w).reshape(len(w), len(self.mouth_names))
+            base = self.expression_mean(identity) if mean is None else np.asarray(mean, np.float32).reshape(-1)
+            out = (out + base).astype(np.float32)
+        else:
+            out = self._batched(lambda x: torch.sigmoid(self.expression_logits(x)), w)
+            out = out.reshape(len(w), len(self.mouth_names)).astype(np.float32)
         sigma = float(self.config["models"]["expression"].get("smooth_sigma_frames", DEFAULT_SMOOTH_SIGMA))
         if smooth and sigma > 0 and len(out) > 1:
             from scipy.ndimage import gaussian_filter1d
 
             out = gaussian_filter1d(out, sigma, axis=0, mode="nearest")
         return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+    def sync_embeddings(self, audio_emb: np.ndarray, mouth_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (T, 64) audio and mouth embeddings that :meth:`sync` compares: with "sync_centre"
+        (new models) each has its mean over the clip's valid frames removed (what is left is the
+        speech dynamics, not who speaks); frames without landmarks -> zero mouth rows."""
+        a = np.asarray(audio_emb, np.float32)
+        m = np.asarray(mouth_emb, np.float32)
+        ok = np.isfinite(m).all(1)
+        if self.config["models"]["audio_encoder"].get("sync_centre", False) and ok.any():
+            a = a - a[ok].mean(0)
+            m = m - m[ok].mean(0)
+        return a.astype(np.float32), np.where(ok[:, None], m, 0.0).astype(np.float32)
 
     def sync(self, pcm16k: np.ndarray, fps: float, landmarks478: np.ndarray, max_offset: int = 15) -> dict:
         """Audio-visual synchronisation of one clip (SyncNet-style, :func:`.losses.sync_scores`).
@@ -354,7 +422,7 @@ class AudioBundle:
         ok = np.isfinite(m).all(1)
         if not ok.any():
             raise MinerfError("no frame has valid face landmarks: cannot measure audio-visual sync")
-        m = np.where(ok[:, None], m, 0.0).astype(np.float32)
+        a, m = self.sync_embeddings(a, m)
         res = sync_scores(torch.from_numpy(a), torch.from_numpy(m), max_offset=max_offset)
         return {"offset": int(res.best_offset), "confidence": float(res.confidence),
                 "offsets": res.offsets.tolist(), "similarity": [float(s) for s in res.similarity],

@@ -10,8 +10,17 @@ and trains, on the rest, with mini-batches (Adam, cosine-decayed learning rate):
     mouth embedding of the same frame; a batch holds several clips with many frames each, and
     the negatives of an anchor are the frames of the same identity (by default: the same clip)
     more than ``min_gap`` frames away (:func:`.losses.negatives_mask`); log-mel gain jitter;
-(c) the audio-to-expression model: MSE between sigmoid outputs and the tracked mouth/jaw
-    blendshapes (facemodel.MOUTH_SET) of the frame.
+(c) the audio-to-expression model: MSE between its outputs and the tracked mouth/jaw
+    blendshapes (facemodel.MOUTH_SET) of the frame minus the clip's training-part mean
+    (``target="residual"``; the means are stored in the bundle, keyed by store stem, and
+    added back by predict_expressions) or, with ``target="absolute"``, sigmoid outputs vs the
+    raw weights.
+
+Regularisation for small real sets (all defaults): windows of 0.32 s, each mel band
+standardised over its clip (``mel_norm="clip"``), SpecAugment-style band / time masks and
+noise (``augment``), AdamW weight decay 0.05; InfoNCE batches of 2 clips x 128 frames (many
+same-clip negatives) against per-clip centred mouth embeddings (``centre_mouth``), and sync
+on per-clip centred embeddings (``sync_centre``).
 
 The summary reports, on held-out frames only: per-blendshape Pearson correlation of the
 (smoothed) predicted and tracked weights (jawOpen first, pooled over clips, and per clip),
@@ -36,6 +45,10 @@ from ..output import log, progress_bar
 from .autoencoder import autoencoder_loss, sample_pairs, swap_mouth
 from .bundle import AudioBundle, default_config
 from .losses import info_nce, negatives_mask, sync_scores
+
+
+SYNC_SHIFT = 10  # frames: held-out sync with the audio shifted this much (clips with >= 45 held-out frames)
+SHIFT_MIN_FRAMES = 45
 
 
 @dataclass
@@ -115,9 +128,29 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
-def _train_loop(name: str, steps: int, params, lr: float, step_fn) -> list[float]:
+def _spec_augment(w: torch.Tensor, gen: np.random.Generator, bands: int = 12, steps: int = 10) -> torch.Tensor:
+    """SpecAugment-style masks for (B, T, 80) windows (normalised log-mel): one random band block
+    (up to ``bands`` wide) and one random time block (up to ``steps``) set to the window mean,
+    plus small Gaussian noise; a regulariser for the small real training sets."""
+    b, t, k = w.shape
+    w = w.clone()
+    fill = w.mean((1, 2), keepdim=True)
+    fw = gen.integers(0, bands + 1, b)
+    f0 = gen.integers(0, k, b)
+    tw = gen.integers(0, steps + 1, b)
+    t0 = gen.integers(0, t, b)
+    fmask = torch.zeros(b, 1, k, dtype=torch.bool)
+    tmask = torch.zeros(b, t, 1, dtype=torch.bool)
+    for i in range(b):
+        fmask[i, 0, f0[i]:f0[i] + fw[i]] = True
+        tmask[i, t0[i]:t0[i] + tw[i], 0] = True
+    w = torch.where(fmask.to(w.device) | tmask.to(w.device), fill, w)
+    return w + 0.1 * torch.randn_like(w)
+
+
+def _train_loop(name: str, steps: int, params, lr: float, step_fn, weight_decay: float = 0.0) -> list[float]:
     params = [p for p in params if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if weight_decay else torch.optim.Adam(params, lr=lr)
     losses: list[float] = []
     with progress_bar(name, steps) as bar:
         task = bar.add_task(name, total=steps, info="")
@@ -140,7 +173,9 @@ def fit_audio_model(stores: list[Path], out: Path, steps: int = 1500, device: st
                     test_fraction: float = 0.1, force: bool = False, batch: int = 256,
                     expression_model: str = "conv", lr: float = 1e-3, temperature: float = 0.1,
                     min_gap: int = 3, identities: list[str] | None = None,
-                    window_seconds: float = 0.64, clips_per_batch: int = 8) -> dict:
+                    window_seconds: float = 0.32, clips_per_batch: int = 2, mel_norm: str | None = "clip",
+                    target: str = "residual", sync_centre: bool = True, centre_mouth: bool = True,
+                    expression_steps: int | None = None, augment: bool = True, weight_decay: float = 0.05) -> dict:
     """Train the three audio models on ``stores`` and save an :class:`AudioBundle` to ``out``.
 
     ``steps``: optimiser steps of EACH of the three models. ``identities``: an identity name per
@@ -167,7 +202,10 @@ def fit_audio_model(stores: list[Path], out: Path, steps: int = 1500, device: st
     dev = torch.device(device)
 
     names, indices = mouth_set_indices()
-    bundle = AudioBundle(default_config(names, indices, window_seconds, expression_model), "cpu")
+    if target not in ("residual", "absolute"):
+        raise UsageError(f"target must be 'residual' or 'absolute' (got {target!r})")
+    bundle = AudioBundle(default_config(names, indices, window_seconds, expression_model, mel_norm=mel_norm,
+                                        target=target, sync_centre=sync_centre), "cpu")
     id_names = identities or [str(s) for s in stores]
     id_of = {name: i for i, name in enumerate(dict.fromkeys(id_names))}
     clips = []
@@ -226,6 +264,12 @@ def fit_audio_model(stores: list[Path], out: Path, steps: int = 1500, device: st
     enc.set_normalisation(flat_tr.mean((0, 1)), flat_tr.std((0, 1)))
     del flat_tr
     enc.to(dev).train()
+    if centre_mouth:  # InfoNCE on the speech dynamics: each clip's training-part mean mouth removed
+        mouth_all = mouth_all.copy()
+        for i in range(len(clips)):
+            sel = (clip_idx == i) & is_train & lm_ok
+            if sel.any():
+                mouth_all[clip_idx == i] -= mouth_all[sel].mean(0)
     mouth_t = torch.from_numpy(mouth_all)
     per_clip_train = [np.flatnonzero((clip_idx == i) & is_train & lm_ok) for i in range(len(clips))]
     usable = [i for i, ids in enumerate(per_clip_train) if len(ids) >= 2]
@@ -244,13 +288,15 @@ def fit_audio_model(stores: list[Path], out: Path, steps: int = 1500, device: st
         ids = contrastive_batch()
         w = win_all[ids].to(dev)
         w = w + torch.empty(len(ids), 1, 1, device=dev).uniform_(-1.0, 1.0, generator=None)  # gain jitter
+        if augment:
+            w = _spec_augment(w, rng)
         a = enc(w)
         m = mouth_t[ids].to(dev)
         ident = torch.as_tensor([clips[c].identity for c in clip_idx[ids]])
         mask = negatives_mask(ident, torch.as_tensor(clip_idx[ids]), torch.as_tensor(frame_idx[ids]), min_gap=min_gap)
         return info_nce(a, m, temperature, mask.to(dev))
 
-    nce_losses = _train_loop("audio encoder", steps, enc.parameters(), lr, nce_step)
+    nce_losses = _train_loop("audio encoder", steps, enc.parameters(), lr, nce_step, weight_decay=weight_decay)
     enc.eval()
 
     # ---- (c) audio -> mouth/jaw blendshapes
@@ -258,7 +304,29 @@ def fit_audio_model(stores: list[Path], out: Path, steps: int = 1500, device: st
     tr_ex = np.flatnonzero(is_train & expr_ok)
     if len(tr_ex) < 2:
         raise MinerfError("fewer than 2 tracked training frames")
-    y_all = torch.from_numpy(np.nan_to_num(expr_all).astype(np.float32))
+    # per-clip (training part) mean pose; a residual model learns the deviation from it
+    clip_means = {}
+    for i, c in enumerate(clips):
+        sel = (clip_idx == i) & is_train & expr_ok
+        if sel.any():
+            clip_means[i] = expr_all[sel].mean(0)
+    global_mean = expr_all[tr_ex].mean(0)
+    id_means: dict[str, list[float]] = {}
+    for i, c in enumerate(clips):
+        if i in clip_means:
+            id_means[c.name] = clip_means[i].tolist()
+    if identities is not None:
+        for idn in dict.fromkeys(id_names):
+            sel = np.isin(clip_idx, [i for i, n in enumerate(id_names) if n == idn]) & is_train & expr_ok
+            if sel.any():
+                id_means[idn] = expr_all[sel].mean(0).tolist()
+    bundle.config["expression_means"] = {"global": global_mean.tolist(), "identities": id_means,
+                                         "keys": "store stems (and identity names given to the fit)"}
+    target_all = expr_all.copy()
+    if target == "residual":
+        for i, mu in clip_means.items():
+            target_all[clip_idx == i] -= mu
+    y_all = torch.from_numpy(np.nan_to_num(target_all).astype(np.float32))
     exm = bundle.expression
     if expression_model == "conv":
         flat = win_all[torch.from_numpy(tr_ex)]
@@ -267,8 +335,11 @@ def fit_audio_model(stores: list[Path], out: Path, steps: int = 1500, device: st
     # start from the mean training pose: last layer small, its bias the logit of the mean target
     last = [m for m in exm.modules() if isinstance(m, torch.nn.Linear)][-1]
     with torch.no_grad():
-        mean_y = np.clip(expr_all[tr_ex].mean(0), 0.02, 0.98)
-        last.bias.copy_(torch.from_numpy(np.log(mean_y / (1 - mean_y)).astype(np.float32)))
+        if target == "residual":
+            last.bias.zero_()
+        else:
+            mean_y = np.clip(expr_all[tr_ex].mean(0), 0.02, 0.98)
+            last.bias.copy_(torch.from_numpy(np.log(mean_y / (1 - mean_y)).astype(np.float32)))
         last.weight.mul_(0.1)
     exm.to(dev).train()
 
@@ -277,10 +348,14 @@ def fit_audio_model(stores: list[Path], out: Path, steps: int = 1500, device: st
         w = win_all[ids].to(dev)
         if expression_model == "conv":
             w = w + torch.empty(len(ids), 1, 1, device=dev).uniform_(-1.0, 1.0)
-        pred = torch.sigmoid(bundle.expression_logits(w))
+        if augment:
+            w = _spec_augment(w, rng)
+        out = bundle.expression_logits(w)
+        pred = out if target == "residual" else torch.sigmoid(out)
         return F.mse_loss(pred, y_all[ids].to(dev))
 
-    ex_losses = _train_loop("audio to expression", steps, exm.parameters(), lr, ex_step)
+    ex_losses = _train_loop("audio to expression", expression_steps or steps, exm.parameters(), lr, ex_step,
+                            weight_decay=weight_decay)
     bundle.eval()
     t_train = time.perf_counter()
 
@@ -296,7 +371,9 @@ def fit_audio_model(stores: list[Path], out: Path, steps: int = 1500, device: st
         "test_fraction": test_fraction,
         "identities": len(id_of),
         "steps": steps, "batch": batch, "lr": lr, "seed": seed, "device": str(dev),
-        "expression_model": expression_model,
+        "expression_model": expression_model, "target": target, "mel_norm": mel_norm,
+        "sync_centre": sync_centre, "centre_mouth": centre_mouth, "clips_per_batch": clips_per_batch,
+        "temperature": temperature, "min_gap": min_gap,
         "mouth_names": names,
         "losses": {"autoencoder": _loss_summary(ae_losses), "infonce": _loss_summary(nce_losses),
                    "expression_mse": _loss_summary(ex_losses)},
@@ -315,12 +392,12 @@ def evaluate_heldout(bundle: AudioBundle, clips: list[Clip], min_gap: int = 3, t
     names = bundle.mouth_names
     preds, tracked, per_clip = [], [], []
     hits, chance, n_anchor, nce = 0, [], 0, []
-    syncs = []
+    syncs, shifted = [], []
     for c in clips:
         if c.n_train >= c.n:
             continue
         w = c.windows[c.n_train:]
-        p = bundle.predict_expressions(w, smooth=True)
+        p = bundle.predict_expressions(w, smooth=True, identity=c.name if c.name in bundle.identity_names else None)
         y = c.expression[c.n_train:]
         preds.append(p)
         tracked.append(y)
@@ -343,12 +420,19 @@ def evaluate_heldout(bundle: AudioBundle, clips: list[Clip], min_gap: int = 3, t
                 n_anchor += int(has.sum())
                 chance += (1.0 / (neg[has].sum(1).float() + 1)).tolist()
                 nce.append(float(info_nce(at, mt, temperature, neg)))
-            mz = np.where(ok[:, None], m, 0.0).astype(np.float32)
+            az, mz = bundle.sync_embeddings(a, m)
             k = min(15, max(1, (c.n - c.n_train) // 3))
-            r = sync_scores(torch.from_numpy(a), torch.from_numpy(mz), max_offset=k)
+            r = sync_scores(torch.from_numpy(az), torch.from_numpy(mz), max_offset=k)
             entry["sync_offset"] = r.best_offset
             entry["sync_confidence"] = round(r.confidence, 4)
             syncs.append(r.best_offset)
+            n_test = c.n - c.n_train
+            if n_test >= SHIFT_MIN_FRAMES:
+                # the audio SYNC_SHIFT frames early (audio frame t = video frame t + shift): expect +shift
+                az, mz = bundle.sync_embeddings(a[SYNC_SHIFT:], m[:n_test - SYNC_SHIFT])
+                r = sync_scores(torch.from_numpy(az), torch.from_numpy(mz), max_offset=15)
+                entry["sync_offset_shift10"] = r.best_offset
+                shifted.append(r.best_offset)
         per_clip.append(entry)
     if not preds:
         return {"heldout": None}
@@ -363,5 +447,8 @@ def evaluate_heldout(bundle: AudioBundle, clips: list[Clip], min_gap: int = 3, t
         "infonce_loss": float(np.mean(nce)) if nce else None,
         "sync_offsets": syncs,
         "sync_abs_offset_median": float(np.median(np.abs(syncs))) if syncs else None,
+        "sync_offsets_shift10": shifted,
+        "sync_shift10_recovered": (sum(abs(o - SYNC_SHIFT) <= 1 for o in shifted), len(shifted)),
+        "sync_aligned_within1": sum(abs(o) <= 1 for o in syncs),
         "per_clip": per_clip,
     }}
