@@ -47,6 +47,13 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
         raise
 
 
+def write_atomically(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result onto ``path`` (replacing it): a reader
+    sees the old file or the new one, never half of one."""
+    with atomic_output(Path(path), force=True) as tmp:
+        write(tmp)
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()

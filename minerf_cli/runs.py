@@ -17,15 +17,14 @@ killed run leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
 from . import __version__
 from .errors import FormatError, MinerfError, UsageError
+from .fsutil import write_atomically
 from .nerf.model import MINeRF, ModelConfig
 
 FORMAT = "minerf-run"
@@ -35,20 +34,8 @@ KEEP_CHECKPOINTS = 2
 _STEP_RE = re.compile(r"step_(\d+)\.pt$")
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, obj: dict) -> None:
-    _atomic_write(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
+    write_atomically(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def write_config(run: Path, model_cfg: ModelConfig, train_cfg: dict, identities: list[dict], extra: dict | None = None) -> dict:
@@ -115,7 +102,7 @@ def save_checkpoint(run: Path, step: int, model: MINeRF, optimizer: torch.optim.
     if torch.cuda.is_available():
         payload["rng_cuda"] = torch.cuda.get_rng_state_all()
     path = d / f"step_{step:07d}.pt"
-    _atomic_write(path, lambda p: torch.save(payload, p))
+    write_atomically(path, lambda p: torch.save(payload, p))
     for old in checkpoint_paths(run)[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)
     return path

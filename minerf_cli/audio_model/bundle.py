@@ -36,8 +36,6 @@ so clips of any frame rate share one model. Always build windows with :meth:`Aud
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +44,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import FormatError, MinerfError, UsageError
+from ..fsutil import write_atomically
 from .audio_encoder import AudioEncoder
 from .autoencoder import LandmarkAutoencoder
 from .landmarks68 import landmark_vectors
@@ -58,18 +57,6 @@ DEFAULT_WINDOW_SECONDS = 0.32  # 0.64 until the per-clip normalised models (held
 DEFAULT_SMOOTH_SIGMA = 1.0  # frames
 MEL_NORM_MIN_STD = 0.5  # floor of the per-band std (ln units) of per-clip mel normalisation
 BATCH = 1024
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ExpressionHead(nn.Module):
@@ -208,9 +195,9 @@ class AudioBundle:
         path.mkdir(parents=True, exist_ok=True)
         state = {k: ({kk: vv.detach().cpu() for kk, vv in v.items()} if isinstance(v, dict) else v)
                  for k, v in self.state().items()}
-        _atomic_write(path / "weights.pt", lambda p: torch.save(state, p))
+        write_atomically(path / "weights.pt", lambda p: torch.save(state, p))
         text = json.dumps(_plain(self.config), indent=2) + "\n"
-        _atomic_write(path / "config.json", lambda p: p.write_text(text))
+        write_atomically(path / "config.json", lambda p: p.write_text(text))
         return path
 
     @classmethod
