@@ -33,6 +33,7 @@ def train(
     val_every: int = typer.Option(1000, "--val-every", min=1, help="Steps between validation renders (RUN/val/*.png)."),
     log_every: int = typer.Option(50, "--log-every", min=1, help="Steps between metrics.csv rows (and NaN checks)."),
     test_frames: int = typer.Option(-1, "--test-frames", help="Held-out frames per identity rendered for the final PSNR (-1: all)."),
+    cache_frames: Optional[int] = typer.Option(None, "--cache-frames", help="Decoded frames kept in memory per clip; the rest are read from the stores as needed [default: all if every clip fits in 4 GiB, else 64; 0: all]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), bf16, tf32 or fp32."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
@@ -56,7 +57,8 @@ def train(
     if resume:
         if inputs:
             raise UsageError("--resume takes the stores from the run; do not give --ids")
-        emit_json(train_run([], output, ModelConfig(), TrainConfig(), device=device, resume=True, resume_steps=steps))
+        emit_json(train_run([], output, ModelConfig(), TrainConfig(), device=device, resume=True, resume_steps=steps,
+                            cache_frames=cache_frames))
         return
     if not inputs:
         raise UsageError("no stores given (use --ids STORE.h5... or --ids DIR)")
@@ -77,7 +79,7 @@ def train(
                       grid_lr_scale=grid_lr_scale,
                       smooth_after=smooth_after, checkpoint_every=checkpoint_every, val_every=val_every,
                       log_every=log_every, test_frames=test_frames, precision=precision, seed=seed)
-    emit_json(train_run(inputs, output, model_cfg, cfg, device=device, force=force))
+    emit_json(train_run(inputs, output, model_cfg, cfg, device=device, force=force, cache_frames=cache_frames))
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,9 @@ Reads a store that has /frames, /masks, /background, /landmarks and /tracking, a
 what rendering and training need as torch tensors on a "data device" (the GPU when the
 training runs there, so drawing rays needs no host-device copy):
 
-* frames (N, H, W, 3) uint8, head masks (N, H, W) bool, the background plate (H, W, 3);
+* frames (N, H, W, 3) uint8 and head masks (N, H, W) bool -- all of them, or a bounded
+  cache of them read from the store on demand (:class:`FrameCache`) --, the background
+  plate (H, W, 3);
 * K (3, 3), camera_from_head (N, 4, 4), expression (N, d) float32;
 * the train / test split: the last 10% of the clip's frames are its test split (MI-NeRF
   sec. 4: "We keep the last 10% of the frames of the training videos as our test set"),
@@ -17,9 +19,11 @@ the head only and the torso stays the frame's own.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
@@ -28,15 +32,6 @@ from .errors import FormatError, MinerfError
 
 TEST_FRACTION = 0.1
 REQUIRED = ("frames", "masks", "background", "landmarks", "tracking")
-
-
-def read_all_frames(f) -> np.ndarray:
-    """All frames of an open store -> (N, H, W, 3) uint8 (lossless or JPEG stores)."""
-    reader = getattr(store, "FrameReader", None)
-    if reader is not None:
-        r = reader(f)
-        return r[np.arange(len(r))] if len(r) else np.zeros((0, r.height, r.width, 3), np.uint8)
-    return f["frames"][...]
 
 
 def split_indices(n: int, usable: np.ndarray, test_fraction: float = TEST_FRACTION) -> tuple[np.ndarray, np.ndarray]:
@@ -70,15 +65,72 @@ def projected_boxes(K: torch.Tensor, camera_from_head: torch.Tensor, box_min, bo
     return torch.cat([lo_uv, hi_uv], -1)
 
 
+class FrameCache:
+    """Frames and head masks of one store on ``device``: all of them (``capacity`` None or
+    >= N: read once, the fastest) or at most ``capacity`` decoded frames in an LRU cache,
+    read from the store on demand (streaming: host and GPU memory stay bounded however many
+    clips a run trains on).
+
+    ``get(n) -> (frame (H, W, 3) uint8, head (H, W) bool)``, both on ``device``.
+    """
+
+    def __init__(self, path: Path, device: torch.device, capacity: int | None = None):
+        self.path, self.device = Path(path), torch.device(device)
+        self._file = h5py.File(self.path, "r")
+        self._reader = store.FrameReader(self._file)
+        self._head = self._file["masks/head"]
+        self.n, self.height, self.width = len(self._reader), self._reader.height, self._reader.width
+        self.capacity = None if capacity is None or capacity >= self.n else max(1, int(capacity))
+        self._lru: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.reads = 0
+        if self.capacity is None:  # everything, in blocks (no second full-size host copy)
+            self._frames = torch.empty((self.n, self.height, self.width, 3), dtype=torch.uint8, device=self.device)
+            self._heads = torch.empty((self.n, self.height, self.width), dtype=torch.bool, device=self.device)
+            for a in range(0, self.n, 64):
+                b = min(self.n, a + 64)
+                self._frames[a:b] = torch.from_numpy(np.ascontiguousarray(self._reader[a:b])).to(self.device)
+                self._heads[a:b] = torch.from_numpy(self._head[a:b] > 127).to(self.device)
+            self.reads = self.n
+            self.close()
+
+    def get(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = int(n)
+        if self.capacity is None:
+            return self._frames[n], self._heads[n]
+        hit = self._lru.get(n)
+        if hit is not None:
+            self._lru.move_to_end(n)
+            return hit
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+            self._reader, self._head = store.FrameReader(self._file), self._file["masks/head"]
+        item = (torch.from_numpy(np.ascontiguousarray(self._reader[n])).to(self.device),
+                torch.from_numpy(self._head[n] > 127).to(self.device))
+        self.reads += 1
+        self._lru[n] = item
+        if len(self._lru) > self.capacity:
+            self._lru.popitem(last=False)
+        return item
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def nbytes_resident(self) -> int:
+        per = self.height * self.width * 4
+        return per * (self.n if self.capacity is None else len(self._lru))
+
+
 @dataclass
 class Clip:
-    """One tracked clip (see the module docstring). Tensors live on ``device``."""
+    """One tracked clip (see the module docstring). Tensors live on ``device``; frames and
+    head masks are read through a :class:`FrameCache`."""
 
     name: str
     path: Path
     fps: float
-    frames: torch.Tensor  # (N, H, W, 3) uint8
-    head: torch.Tensor  # (N, H, W) bool
+    cache: FrameCache
     plate: torch.Tensor  # (H, W, 3) uint8
     K: torch.Tensor  # (3, 3) float32
     camera_from_head: torch.Tensor  # (N, 4, 4) float32
@@ -91,32 +143,40 @@ class Clip:
 
     @property
     def n_frames(self) -> int:
-        return int(self.frames.shape[0])
+        return self.cache.n
 
     @property
     def size(self) -> tuple[int, int]:
-        return int(self.frames.shape[1]), int(self.frames.shape[2])
+        return self.cache.height, self.cache.width
+
+    @property
+    def device(self) -> torch.device:
+        return self.plate.device
+
+    def frame(self, n: int) -> torch.Tensor:
+        """Frame n, (H, W, 3) uint8 on the clip's device."""
+        return self.cache.get(n)[0]
 
     def background(self, n: int) -> torch.Tensor:
         """Frame n's background (H, W, 3) float in [0, 1]: the frame, with the plate under the head."""
-        frame, plate = self.frames[n], self.plate
-        return torch.where(self.head[n][..., None], plate, frame).float() / 255.0
+        frame, head = self.cache.get(n)
+        return torch.where(head[..., None], self.plate, frame).float() / 255.0
 
     def background_at(self, n: int, ij: torch.Tensor) -> torch.Tensor:
         """Background colours of frame n at pixels ij (R, 2) [i, j] -> (R, 3) float."""
+        frame, head = self.cache.get(n)
         i, j = ij[:, 0], ij[:, 1]
-        inside = self.head[n, i, j]
-        return torch.where(inside[:, None], self.plate[i, j], self.frames[n, i, j]).float() / 255.0
+        return torch.where(head[i, j][:, None], self.plate[i, j], frame[i, j]).float() / 255.0
 
 
 def load_clip(path: Path, device: torch.device | str = "cpu", expr_dim: int | None = None,
-              test_fraction: float = TEST_FRACTION) -> Clip:
-    """Read a tracked store into a :class:`Clip` (one-line errors for unusable stores)."""
+              test_fraction: float = TEST_FRACTION, cache_frames: int | None = None) -> Clip:
+    """Read a tracked store into a :class:`Clip` (one-line errors for unusable stores).
+    ``cache_frames``: keep at most that many decoded frames (None: all, read once)."""
     path = Path(path)
     with store.open_store(path, require=REQUIRED) as f:
-        frames = read_all_frames(f)
+        n = len(store.FrameReader(f))
         fps = float(f["frames"].attrs["fps"])
-        head = f["masks/head"][...] > 127
         plate = f["background"][...]
         valid = f["landmarks/valid"][...].astype(bool)
         landmarks = f["landmarks/points"][...].astype(np.float32)
@@ -125,7 +185,6 @@ def load_clip(path: Path, device: torch.device | str = "cpu", expr_dim: int | No
         expression = f["tracking/expression"][...].astype(np.float32)
         audio = f["audio/pcm"][...].astype(np.float32) if "audio" in f else None
         sha = str(f.attrs.get("source_sha256", ""))
-    n = len(frames)
     if n == 0:
         raise MinerfError(f"{path}: the store has no frames")
     if expr_dim is not None and expression.shape[1] != expr_dim:
@@ -139,9 +198,7 @@ def load_clip(path: Path, device: torch.device | str = "cpu", expr_dim: int | No
         raise MinerfError(f"{path}: no usable frame outside the held-out last {test_fraction:.0%}")
     dev = torch.device(device)
     return Clip(
-        name=path.stem, path=path, fps=fps,
-        frames=torch.from_numpy(np.ascontiguousarray(frames)).to(dev),
-        head=torch.from_numpy(head).to(dev),
+        name=path.stem, path=path, fps=fps, cache=FrameCache(path, dev, cache_frames),
         plate=torch.from_numpy(np.ascontiguousarray(plate)).to(dev),
         K=torch.from_numpy(K).to(dev),
         camera_from_head=torch.from_numpy(np.nan_to_num(pose)).to(dev),

@@ -94,7 +94,7 @@ def render_clip_frames(model: MINeRF, video: int, clip: Clip, frames: np.ndarray
     if len(frames) == 0:
         return
     H, W = clip.size
-    dev = clip.frames.device
+    dev = clip.device
     latents = frame_latents(model, video, np.arange(clip.n_frames), clip.train_idx)
     cond_all, lat_all = sequence_codes(model, clip.expression.to(latents.device), video, latents, smooth)
     for n in frames:
@@ -112,6 +112,6 @@ def face_psnr(model: MINeRF, video: int, clip: Clip, frames: np.ndarray, smooth:
         if box is None:
             continue
         x0, y0, x1, y1 = box
-        ref = clip.frames[n, y0:y1, x0:x1].cpu().numpy()
+        ref = clip.frame(n)[y0:y1, x0:x1].cpu().numpy()
         values.append(metrics.psnr(img[y0:y1, x0:x1], ref))
     return float(np.mean(values)) if values else None

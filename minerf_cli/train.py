@@ -86,10 +86,33 @@ def identity_entry(clip: Clip) -> dict:
             "size": list(clip.size)}
 
 
-def load_sources(stores: list[Path], device: torch.device, expr_dim: int | None = None) -> list[Clip]:
+PRELOAD_BUDGET = 4 * 2**30  # decoded frames + head masks of all clips kept whole up to this size
+STREAM_CACHE_FRAMES = 64  # decoded frames kept per clip when streaming
+
+
+def cache_policy(stores: list[Path], cache_frames: int | None) -> int | None:
+    """Frames kept in memory per clip: ``cache_frames`` if given (0 or less: all), else all
+    when the clips' decoded frames and masks fit in PRELOAD_BUDGET, else STREAM_CACHE_FRAMES."""
+    if cache_frames is not None:
+        return None if cache_frames <= 0 else cache_frames
+    from . import store
+
+    total = 0
+    for path in stores:
+        with store.open_store(path) as f:
+            r = store.FrameReader(f)
+            total += len(r) * r.height * r.width * 4
+    return None if total <= PRELOAD_BUDGET else STREAM_CACHE_FRAMES
+
+
+def load_sources(stores: list[Path], device: torch.device, expr_dim: int | None = None,
+                 cache_frames: int | None = None) -> list[Clip]:
     from .output import track
 
-    return [load_clip(s, device, expr_dim) for s in track(stores, "load", total=len(stores))]
+    keep = cache_policy(stores, cache_frames)
+    if keep is not None:
+        log(f"streaming frames: at most {keep} decoded frames per clip in memory")
+    return [load_clip(s, device, expr_dim, cache_frames=keep) for s in track(stores, "load", total=len(stores))]
 
 
 def finish_run(run: Path, model: MINeRF, cfg: TrainConfig, sources, result: dict, extra: dict) -> dict:
@@ -116,12 +139,14 @@ def finish_run(run: Path, model: MINeRF, cfg: TrainConfig, sources, result: dict
 
 
 def train(stores: list[Path], run: Path, model_cfg: ModelConfig, cfg: TrainConfig, device: str = "auto",
-          resume: bool = False, force: bool = False, resume_steps: int | None = None) -> dict:
+          resume: bool = False, force: bool = False, resume_steps: int | None = None,
+          cache_frames: int | None = None) -> dict:
     """Train (or resume) a run; returns the JSON summary.
 
     On resume the run's saved configuration is used (``model_cfg`` and ``cfg`` are
     ignored) and training continues from the latest checkpoint with the same schedule;
-    ``resume_steps`` extends the run to that many steps."""
+    ``resume_steps`` extends the run to that many steps. ``cache_frames``: decoded frames
+    kept per clip (None: all when they fit in PRELOAD_BUDGET, else streamed; <= 0: all)."""
     run = Path(run)
     dev = resolve_device(device)
     precision = resolve_precision(cfg.precision, dev)
@@ -141,7 +166,7 @@ def train(stores: list[Path], run: Path, model_cfg: ModelConfig, cfg: TrainConfi
             cfg.steps = resume_steps
         precision = resolve_precision(cfg.precision, dev)
         stores = [Path(d["store"]) for d in saved["identities"]]
-        clips = load_sources(stores, dev, model.cfg.expr_dim)
+        clips = load_sources(stores, dev, model.cfg.expr_dim, cache_frames)
         for d, clip in zip(saved["identities"], clips):
             if d.get("frames") != clip.n_frames:
                 raise MinerfError(f"{clip.path}: has {clip.n_frames} frames, the run was trained on {d.get('frames')}")
@@ -164,7 +189,7 @@ def train(stores: list[Path], run: Path, model_cfg: ModelConfig, cfg: TrainConfi
         stores = expand_stores(stores)
         if not run.parent.exists():
             raise UsageError(f"{run}: directory {run.parent} does not exist")
-        clips = load_sources(stores, dev)
+        clips = load_sources(stores, dev, cache_frames=cache_frames)
         if replace:  # only once the new inputs are known to be good
             shutil.rmtree(run)
         dims = {c.expression.shape[1] for c in clips}

@@ -153,7 +153,7 @@ def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.nd
         o, d = head_rays(clip.K, clip.camera_from_head[n], ij)
         origins.append(o)
         dirs.append(d)
-        gts.append(clip.frames[n, ij[:, 0], ij[:, 1]].float() / 255.0)
+        gts.append(clip.frame(n)[ij[:, 0], ij[:, 1]].float() / 255.0)
         bgs.append(clip.background_at(n, ij))
         c, lat, ident = frame_codes(model, video, clip, n, smooth)
         conds.append(c)
@@ -221,7 +221,7 @@ def validation_images(model: MINeRF, run: Path, step: int, sources: list[tuple[i
     for video, clip in sources[:max_ids]:
         frames = clip.test_idx[:1] if len(clip.test_idx) else clip.train_idx[-1:]
         for n, img, box in render_clip_frames(model, video, clip, frames, smooth):
-            ref = clip.frames[n].cpu().numpy()
+            ref = clip.frame(n).cpu().numpy()
             cv2.imwrite(str(out_dir / f"step_{step:07d}_{clip.name}.png"), cv2.cvtColor(np.concatenate([ref, img], 1), cv2.COLOR_RGB2BGR))
             if box is not None:
                 x0, y0, x1, y1 = box

@@ -212,7 +212,7 @@ def transfer(run: Path, name: str, source_path: Path, output: Path | None = None
     rendered, t_render = render_sequence(t, expr, t_idx, poses, "transfer", chunk)
     review = rendered
     if side_by_side:  # the mp4 and PNGs only; a --store always holds the rendered frames alone
-        review = [np.concatenate([source.frames[int(s)].cpu().numpy(), r], 1) for s, r in zip(s_idx, rendered)]
+        review = [np.concatenate([source.frame(int(s)).cpu().numpy(), r], 1) for s, r in zip(s_idx, rendered)]
     written = write_outputs(rendered, review, source.fps, audio, source.path, s_idx, t_idx, output, png_dir,
                             store_out, force, crf, jpeg_quality, requested=(expr, poses))
     mode = "reconstruction" if same else "transfer"

@@ -454,3 +454,24 @@ def test_force_keeps_the_old_run_when_the_new_stores_are_bad(trained, stores, tm
     assert (copy / "config.json").is_file() and (copy / "checkpoints" / "step_0000006.pt").is_file()
     fails(cli("train", "--ids", stores["prepped"], "-o", copy, *TINY, "--steps", "2", "--force"), 3, "fit3dmm")
     assert (copy / "config.json").is_file()
+
+
+def test_streamed_frames_equal_preloaded_and_stay_bounded(stores, tmp_path):
+    """--cache-frames N keeps at most N decoded frames per clip, read from the store on
+    demand; they are the same frames the preloading path holds."""
+    import torch
+
+    from minerf_cli.clips import load_clip
+
+    whole = load_clip(stores["id00"], "cpu")
+    streamed = load_clip(stores["id00"], "cpu", cache_frames=3)
+    assert whole.cache.capacity is None and streamed.cache.capacity == 3
+    for n in [0, 5, 1, 5, 14, 2, 0]:
+        assert torch.equal(whole.frame(n), streamed.frame(n))
+        assert torch.equal(whole.background(n), streamed.background(n))
+    assert len(streamed.cache._lru) == 3 and streamed.cache.reads == 6  # 5 hit once, 0 was evicted
+    assert streamed.cache.nbytes_resident() == 3 * 128 * 128 * 4
+    streamed.cache.close()
+    s = ok(cli("train", "--ids", stores["id00"], stores["id01"], "-o", tmp_path / "run", "--steps", "2",
+               "--cache-frames", "2", *TINY))
+    assert s["steps"] == 2 and all(r["test_psnr"] is not None for r in s["identities"])
