@@ -1,7 +1,7 @@
 """The ``lipsync`` stage: identity NAME speaking new speech (dubbing).
 
 Mouth and jaw blendshapes are predicted from the speech by the audio model
-(`minerf encode-audio --fit`); NAME's other blendshapes, head pose, background and latent
+(`minerf encode-audio --fit`), around NAME's own mean mouth pose; NAME's other blendshapes, head pose, background and latent
 codes come from NAME's own clip, walked forwards and backwards (no jump) for as long as
 the speech lasts. The mp4 carries the speech; it has ceil(duration * fps) frames, the
 speech padded with silence to exactly that length, so audio and video are in sync and of
@@ -28,7 +28,7 @@ def lipsync(run: Path, name: str, speech: Path, audio_model: Path, output: Path 
     t0 = time.perf_counter()
     t = open_target(run, name, target_override, device, precision)
     clip, dev = t.clip, t.device
-    pcm, mouth, cols = audio_mouth(audio_model, speech, clip.fps, max_frames, dev, cover=True)
+    pcm, mouth, cols = audio_mouth(audio_model, speech, clip.fps, max_frames, dev, cover=True, speaker=clip)
     n = len(mouth)
     duration = len(pcm) / 16000
     t_idx = pingpong(np.arange(n), clip.n_frames)

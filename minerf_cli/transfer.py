@@ -153,11 +153,13 @@ def render_sequence(t: Target, expressions: torch.Tensor, t_idx: np.ndarray, pos
 
 
 def audio_mouth(audio_model: Path, speech: Path, fps: float, n_frames: int | None, device: torch.device,
-                cover: bool = False):
+                cover: bool = False, speaker: Clip | None = None):
     """Mouth/jaw blendshapes predicted from a speech file -> (pcm 16 kHz, predictions (n, m),
     their indices into the expression vector). n = the speech's whole frames
     (floor(duration * fps)), or with ``cover`` every frame it touches (ceil), at most
-    ``n_frames``."""
+    ``n_frames``. The model predicts the deviation from a speaker's mean mouth pose: with
+    ``speaker`` that is the mean of its clip's tracked training frames (the rendered person's
+    own resting mouth), else the model's training mean."""
     from .audio import check_audio, load_audio
     from .audio_model.bundle import AudioBundle
     from .output import warn
@@ -172,7 +174,12 @@ def audio_mouth(audio_model: Path, speech: Path, fps: float, n_frames: int | Non
     if n_frames is not None:
         n = min(n, n_frames)
     windows = bundle.windows(pcm, fps, n)
-    return pcm, bundle.predict_expressions(windows), list(bundle.mouth_indices)
+    cols = list(bundle.mouth_indices)
+    mean = None
+    if speaker is not None:
+        idx = torch.as_tensor(speaker.train_idx, device=speaker.expression.device)
+        mean = speaker.expression[idx][:, cols].mean(0).cpu().numpy()
+    return pcm, bundle.predict_expressions(windows, mean=mean), cols
 
 
 def transfer(run: Path, name: str, source_path: Path, output: Path | None = None, png_dir: Path | None = None,
@@ -201,7 +208,7 @@ def transfer(run: Path, name: str, source_path: Path, output: Path | None = None
     expr = source.expression[torch.as_tensor(s_idx, device=dev)].clone()
     audio = None
     if speech is not None:
-        pcm, mouth, cols = audio_mouth(audio_model, speech, source.fps, len(s_idx), dev)
+        pcm, mouth, cols = audio_mouth(audio_model, speech, source.fps, len(s_idx), dev, speaker=target)
         s_idx, t_idx, expr = s_idx[: len(mouth)], t_idx[: len(mouth)], expr[: len(mouth)]
         expr[:, cols] = torch.as_tensor(mouth, dtype=expr.dtype, device=dev)
         audio = pcm[: int(round(len(s_idx) * 16000 / source.fps))]
