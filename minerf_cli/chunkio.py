@@ -41,24 +41,23 @@ def chunked_dataset(parent: h5py.Group, name: str, item_shape: tuple[int, ...], 
         chunks=(1, *item_shape), compression="gzip", compression_opts=level, shuffle=False)
 
 
-class ChunkWriter:
-    """Compress and write whole-item chunks ``dset[index] = array`` in a worker thread.
+class QueueWorker:
+    """Handle queued items in one worker thread: ``submit(item)`` from the producer,
+    ``handle(item)`` (a subclass's) in the worker.
 
-    Use as a context manager. Datasets grow as needed (they must be resizable on axis 0);
-    call ``trim(dset, n)`` after the block to set their final length. An error in the
-    worker is raised in the caller at its next ``put`` or at the end of the block.
+    Use as a context manager. The bounded queue keeps memory flat. An error in the worker is
+    raised in the producer at its next ``submit`` or at the end of the block; the worker
+    keeps draining the queue after an error so the producer never blocks.
     """
 
-    def __init__(self, level: int = 1, maxsize: int = 24):
-        self.level = level
-        self._queue: queue.Queue = queue.Queue(maxsize)
-        self._thread = threading.Thread(target=self._run, name="minerf-chunk-writer", daemon=True)
-        self._error: BaseException | None = None
-        self.seconds = {"compress": 0.0, "write": 0.0}
-        self.bytes_in = 0
-        self.bytes_out = 0
+    thread_name = "minerf-worker"
 
-    def __enter__(self) -> "ChunkWriter":
+    def __init__(self, maxsize: int):
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._error: BaseException | None = None
+
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -68,14 +67,13 @@ class ChunkWriter:
         if exc_type is None and self._error is not None:
             raise self._error
 
-    def put(self, dset: h5py.Dataset, index: int, array: np.ndarray) -> None:
-        """Queue ``array`` (exactly one chunk: dset's shape without axis 0) for ``dset[index]``."""
+    def submit(self, item) -> None:
         if self._error is not None:
             raise self._error
-        if array.shape != dset.chunks[1:] or array.dtype != dset.dtype:
-            raise ValueError(f"{dset.name}: chunk of shape {array.shape} {array.dtype}, "
-                             f"expected {dset.chunks[1:]} {dset.dtype}")
-        self._queue.put((dset, index, array))
+        self._queue.put(item)
+
+    def handle(self, item) -> None:  # pragma: no cover - subclasses
+        raise NotImplementedError
 
     def _run(self) -> None:
         while True:
@@ -84,21 +82,56 @@ class ChunkWriter:
                 return
             if self._error is not None:
                 continue  # keep draining so the producer never blocks
-            dset, index, array = item
             try:
-                t0 = time.perf_counter()
-                raw = np.ascontiguousarray(array).data
-                blob = deflate(raw, self.level)
-                t1 = time.perf_counter()
-                if index >= dset.shape[0]:
-                    dset.resize(max(index + 1, 2 * dset.shape[0]), axis=0)
-                dset.id.write_direct_chunk((index,) + (0,) * (dset.ndim - 1), blob)
-                self.seconds["compress"] += t1 - t0
-                self.seconds["write"] += time.perf_counter() - t1
-                self.bytes_in += raw.nbytes
-                self.bytes_out += len(blob)
+                self.handle(item)
             except BaseException as exc:  # noqa: BLE001 - handed to the producer
                 self._error = exc
+
+
+def grow_to(dset: h5py.Dataset, index: int) -> None:
+    """Make a resizable dataset long enough for ``dset[index]`` (doubling, so O(log n) resizes)."""
+    if index >= dset.shape[0]:
+        dset.resize(max(index + 1, 2 * dset.shape[0]), axis=0)
+
+
+class ChunkWriter(QueueWorker):
+    """Compress and write whole-item chunks ``dset[index] = array`` in a worker thread.
+
+    Use as a context manager. Datasets grow as needed (they must be resizable on axis 0);
+    call ``trim(dset, n)`` after the block to set their final length. An error in the
+    worker is raised in the caller at its next ``put`` or at the end of the block.
+    """
+
+    thread_name = "minerf-chunk-writer"
+
+    def __init__(self, level: int = 1, maxsize: int = 24):
+        super().__init__(maxsize)
+        self.level = level
+        self.seconds = {"compress": 0.0, "write": 0.0}
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def put(self, dset: h5py.Dataset, index: int, array: np.ndarray) -> None:
+        """Queue ``array`` (exactly one chunk: dset's shape without axis 0) for ``dset[index]``."""
+        if self._error is not None:
+            raise self._error
+        if array.shape != dset.chunks[1:] or array.dtype != dset.dtype:
+            raise ValueError(f"{dset.name}: chunk of shape {array.shape} {array.dtype}, "
+                             f"expected {dset.chunks[1:]} {dset.dtype}")
+        self.submit((dset, index, array))
+
+    def handle(self, item) -> None:
+        dset, index, array = item
+        t0 = time.perf_counter()
+        raw = np.ascontiguousarray(array).data
+        blob = deflate(raw, self.level)
+        t1 = time.perf_counter()
+        grow_to(dset, index)
+        dset.id.write_direct_chunk((index,) + (0,) * (dset.ndim - 1), blob)
+        self.seconds["compress"] += t1 - t0
+        self.seconds["write"] += time.perf_counter() - t1
+        self.bytes_in += raw.nbytes
+        self.bytes_out += len(blob)
 
     @staticmethod
     def trim(dset: h5py.Dataset, n: int) -> None:

@@ -48,20 +48,15 @@ def split_indices(n: int, usable: np.ndarray, test_fraction: float = TEST_FRACTI
 
 def projected_boxes(K: torch.Tensor, camera_from_head: torch.Tensor, box_min, box_max, height: int,
                     width: int) -> torch.Tensor:
-    """Image rectangles (N, 4) [u0, v0, u1, v1] of a head-space box's 8 corners seen by
-    K (3, 3) from camera_from_head (N, 4, 4), clipped to the image: where rays can hit the
-    field's box (all corners in front of the camera assumed)."""
-    lo = torch.as_tensor(box_min, dtype=torch.float32, device=K.device)
-    hi = torch.as_tensor(box_max, dtype=torch.float32, device=K.device)
-    sel = torch.tensor([[(c >> k) & 1 for k in range(3)] for c in range(8)], device=K.device, dtype=torch.bool)
-    corners = torch.where(sel, hi, lo)  # (8, 3)
-    cam = corners @ camera_from_head[:, :3, :3].transpose(1, 2) + camera_from_head[:, None, :3, 3]  # (N, 8, 3)
-    uvw = cam @ K.float().T
-    uv = uvw[..., :2] / uvw[..., 2:].clamp_min(1e-6)
-    lo_uv, hi_uv = uv.amin(1), uv.amax(1)
+    """Image rectangles (N, 4) [u0, v0, u1, v1] of a head-space box seen by K (3, 3) from
+    camera_from_head (N, 4, 4) (:func:`nerf.rays.project_box`), clipped to the image: where
+    rays can hit the field's box."""
+    from .nerf.rays import project_box
+
+    uv = project_box(K.float(), camera_from_head.float(), box_min, box_max)
     limit = torch.tensor([width, height], dtype=torch.float32, device=K.device)
-    lo_uv = torch.minimum(lo_uv.clamp_min(0), limit - 1)
-    hi_uv = torch.maximum(torch.minimum(hi_uv, limit), lo_uv + 1)
+    lo_uv = torch.minimum(uv[:, :2].clamp_min(0), limit - 1)
+    hi_uv = torch.maximum(torch.minimum(uv[:, 2:], limit), lo_uv + 1)
     return torch.cat([lo_uv, hi_uv], -1)
 
 

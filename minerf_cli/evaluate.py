@@ -624,12 +624,8 @@ def lip_metrics(gen: Source, gen_lm: np.ndarray, ref_lm: np.ndarray | None, lip:
         try:
             res = lip.bundle.sync(pcm, fps, gen_lm, max_offset=15)
         except MinerfError as exc:
-            res = {"skipped": f"skipped: {exc}"}
-    if "minerf_sync_confidence" in out:
-        pass
-    elif "skipped" in res:
-        out["minerf_sync_confidence"] = res["skipped"]
-    else:
+            out["minerf_sync_confidence"] = f"skipped: {exc}"
+    if "minerf_sync_confidence" not in out:
         out["minerf_sync_offset_frames"] = int(res["offset"])
         out["minerf_sync_confidence"] = float(res["confidence"])
         out["minerf_sync_model"] = str(opts.audio_model)

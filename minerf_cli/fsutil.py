@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import MinerfError, UsageError
+from .errors import FormatError, MinerfError, UsageError
 
 
 def check_output(path: Path, force: bool) -> None:
@@ -52,6 +52,25 @@ def write_atomically(path: Path, write) -> None:
     sees the old file or the new one, never half of one."""
     with atomic_output(Path(path), force=True) as tmp:
         write(tmp)
+
+
+def load_tensor_file(path: Path, fmt: str, version: int, what: str, map_location="cpu") -> dict:
+    """A dict of tensors and plain values saved with torch.save, read with
+    ``torch.load(weights_only=True)`` (no arbitrary unpickling) and checked to carry
+    ``format == fmt`` and ``version <= version``; FormatError (exit 3) naming ``what``
+    (e.g. "minerf checkpoint") otherwise."""
+    import torch  # noqa: PLC0415 - only the model stages need it
+
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a format error
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise FormatError(f"{path}: not a readable {what} ({type(exc).__name__}: {first})") from None
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise FormatError(f"{path}: not a {what}")
+    if int(obj.get("version", 0)) > version:
+        raise FormatError(f"{path}: {what} version {obj.get('version')} is newer than this minerf understands")
+    return obj
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

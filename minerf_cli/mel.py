@@ -33,30 +33,25 @@ LOG_EPS = 1e-6
 SILENCE_LOG = float(np.log(LOG_EPS))
 KIND = "logmel80"
 HOP_S = HOP_LENGTH / SAMPLE_RATE
+# the Slaney mel scale: linear (3 mels per 200 Hz) below 1 kHz, logarithmic above
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = np.log(6.4) / 27.0
 
 
 def hz_to_mel(f):
     """Slaney mel scale: linear (3 mels per 200 Hz) below 1 kHz, log above."""
     f = np.asarray(f, np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    lin = f / f_sp
-    log = min_log_mel + np.log(np.maximum(f, min_log_hz) / min_log_hz) / logstep
-    return np.where(f >= min_log_hz, log, lin)
+    log = _MIN_LOG_MEL + np.log(np.maximum(f, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP
+    return np.where(f >= _MIN_LOG_HZ, log, f / _F_SP)
 
 
 def mel_to_hz(m):
     """Inverse of :func:`hz_to_mel`."""
     m = np.asarray(m, np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    lin = f_sp * m
-    log = min_log_hz * np.exp(logstep * (np.maximum(m, min_log_mel) - min_log_mel))
-    return np.where(m >= min_log_mel, log, lin)
+    log = _MIN_LOG_HZ * np.exp(_LOGSTEP * (np.maximum(m, _MIN_LOG_MEL) - _MIN_LOG_MEL))
+    return np.where(m >= _MIN_LOG_MEL, log, _F_SP * m)
 
 
 def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, rate: int = SAMPLE_RATE,

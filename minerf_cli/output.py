@@ -47,15 +47,16 @@ def warn(message: str) -> None:
     stderr_console().print(f"[yellow]warning:[/yellow] {escape(message)}")
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy arrays/scalars, tuples and bytes made JSON-serialisable (non-finite floats -> None)."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     if isinstance(obj, bytes):  # h5py gives fixed-length string attributes as bytes
         return obj.decode("utf-8", "replace")
     if isinstance(obj, float) and not np.isfinite(obj):
@@ -65,7 +66,7 @@ def _jsonable(obj: Any) -> Any:
 
 def emit_json(obj: dict) -> None:
     """Write one JSON summary line to stdout."""
-    sys.stdout.write(json.dumps(_jsonable(obj)) + "\n")
+    sys.stdout.write(json.dumps(jsonable(obj)) + "\n")
     sys.stdout.flush()
 
 

@@ -34,14 +34,8 @@ def _prepare_output(run: Path, output: Path | None, force: bool) -> Path:
         if not force:
             raise UsageError(f"{run}: give -o NEW_RUN, or --force to update the run in place")
         return run
-    if output.exists() and any(output.iterdir()):
-        if not force:
-            raise UsageError(f"{output}: exists (use --force to replace it)")
-        if not (output / "config.json").is_file():
-            raise UsageError(f"{output}: not a minerf run directory; refusing to replace it")
+    if runs.check_new_run_dir(output, force):
         shutil.rmtree(output)
-    if not output.parent.exists():
-        raise UsageError(f"{output}: directory {output.parent} does not exist")
     output.mkdir(parents=True, exist_ok=True)
     return output
 

@@ -24,7 +24,7 @@ import torch
 
 from . import __version__
 from .errors import FormatError, MinerfError, UsageError
-from .fsutil import write_atomically
+from .fsutil import load_tensor_file, write_atomically
 from .nerf.model import MINeRF, ModelConfig
 
 FORMAT = "minerf-run"
@@ -32,6 +32,22 @@ VERSION = 1
 CHECKPOINT_FORMAT = "minerf-checkpoint"
 KEEP_CHECKPOINTS = 2
 _STEP_RE = re.compile(r"step_(\d+)\.pt$")
+
+
+def check_new_run_dir(run: Path, force: bool, hint: str = "use --force to replace it") -> bool:
+    """May ``run`` become a new run directory? -> True when an existing run will be replaced
+    (the caller removes it once its new inputs are known to be good). Refuses (exit 2) an
+    existing one without ``force``, a non-empty directory that is not a run, a missing parent."""
+    run = Path(run)
+    replace = run.exists() and any(run.iterdir())
+    if replace:
+        if not force:
+            raise UsageError(f"{run}: run directory exists ({hint})")
+        if not (run / "config.json").is_file():
+            raise UsageError(f"{run}: not a minerf run directory; refusing to replace it")
+    if not run.parent.exists():
+        raise UsageError(f"{run}: directory {run.parent} does not exist")
+    return replace
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -110,16 +126,7 @@ def save_checkpoint(run: Path, step: int, model: MINeRF, optimizer: torch.optim.
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """A checkpoint dict (tensors and plain values only), validated."""
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a format error
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise FormatError(f"{path}: not a readable minerf checkpoint ({type(exc).__name__}: {first})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise FormatError(f"{path}: not a minerf checkpoint")
-    if int(ckpt.get("version", 0)) > VERSION:
-        raise FormatError(f"{path}: checkpoint version {ckpt.get('version')} is newer than this minerf understands")
-    return ckpt
+    return load_tensor_file(path, CHECKPOINT_FORMAT, VERSION, "minerf checkpoint", map_location)
 
 
 def latest_checkpoint(run: Path) -> Path:

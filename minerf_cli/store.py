@@ -17,9 +17,6 @@ are still read.
 from __future__ import annotations
 
 import contextlib
-import math
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +26,7 @@ import h5py
 import numpy as np
 
 from . import __version__
+from .chunkio import ChunkWriter, QueueWorker, grow_to
 from .errors import FormatError, MinerfError, UsageError
 from .fsutil import atomic_output
 
@@ -374,12 +372,6 @@ def decode_jpeg(data: np.ndarray | bytes, where: str = "frame") -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (peak 255); inf when identical."""
-    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
-
-
 class FrameReader:
     """Random access to /frames in either encoding, as (H, W, 3) uint8 RGB arrays.
 
@@ -498,14 +490,12 @@ class FrameWriter:
     frame)`` every (H, W, 3) uint8 RGB frame, then call ``trim(n)`` after the block to set
     the final length. Lossless frames go through a ``chunkio.ChunkWriter`` (pass one to
     share its thread with other datasets); JPEG frames are encoded with cv2.imencode in
-    the writer's own thread. With ``measure=True`` (JPEG) each frame's PSNR against its
-    decoded JPEG is kept in ``psnr`` (index -> dB).
+    the writer's own thread (a ``chunkio.QueueWorker`` too). With ``measure=True`` (JPEG)
+    each frame's PSNR against its decoded JPEG is kept in ``psnr`` (index -> dB).
     """
 
     def __init__(self, f: h5py.File, height: int, width: int, jpeg_quality: int | None = None, *,
                  chunk_writer=None, measure: bool = False, level: int = 1, maxsize: int = 16):
-        from .chunkio import ChunkWriter  # noqa: PLC0415 - chunkio imports nothing of ours
-
         self.height, self.width = int(height), int(width)
         self.quality = None if jpeg_quality is None else int(jpeg_quality)
         self.codec = LOSSLESS if self.quality is None else JPEG
@@ -513,7 +503,6 @@ class FrameWriter:
         self.psnr: dict[int, float] = {}
         self.seconds = {"encode": 0.0, "write": 0.0}
         self.bytes_out = 0
-        self._error: BaseException | None = None
         self._own_chunks = None
         if self.codec == LOSSLESS:
             self.dataset = frames_dataset(f, 0, self.height, level, resizable=True, width=self.width)
@@ -523,22 +512,18 @@ class FrameWriter:
         else:
             check_jpeg_quality(self.quality)
             self.dataset = jpeg_frames_dataset(f, 0, self.height, self.width, self.quality)
-            self._queue: queue.Queue = queue.Queue(maxsize)
-            self._thread = threading.Thread(target=self._run, name="minerf-jpeg-writer", daemon=True)
+            self._jpeg = _JpegWorker(self, maxsize)
 
     def __enter__(self) -> "FrameWriter":
         if self.codec == JPEG:
-            self._thread.start()
+            self._jpeg.__enter__()
         elif self._own_chunks is not None:
             self._own_chunks.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.codec == JPEG:
-            self._queue.put(None)
-            self._thread.join()
-            if exc_type is None and self._error is not None:
-                raise self._error
+            self._jpeg.__exit__(exc_type, exc, tb)
         elif self._own_chunks is not None:
             self._own_chunks.__exit__(exc_type, exc, tb)
             self.seconds["encode"] = self._own_chunks.seconds["compress"]
@@ -552,38 +537,37 @@ class FrameWriter:
                              f"({self.height}, {self.width}, 3) uint8")
         if self.codec == LOSSLESS:
             self._chunks.put(self.dataset, index, frame)
-            return
-        if self._error is not None:
-            raise self._error
-        self._queue.put((index, frame))
-
-    def _run(self) -> None:
-        ds = self.dataset
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None:
-                continue  # keep draining so the producer never blocks
-            index, frame = item
-            try:
-                t0 = time.perf_counter()
-                data = encode_jpeg(frame, self.quality)
-                if self.measure:
-                    self.psnr[index] = psnr(frame, decode_jpeg(data))
-                t1 = time.perf_counter()
-                if index >= ds.shape[0]:
-                    ds.resize(max(index + 1, 2 * ds.shape[0]), axis=0)
-                ds[index] = data
-                self.seconds["encode"] += t1 - t0
-                self.seconds["write"] += time.perf_counter() - t1
-                self.bytes_out += int(data.nbytes)
-            except BaseException as exc:  # noqa: BLE001 - handed to the producer
-                self._error = exc
+        else:
+            self._jpeg.submit((index, frame))
 
     def trim(self, n: int) -> None:
         """Set the final number of frames (after the block has ended)."""
         self.dataset.resize(n, axis=0)
+
+
+class _JpegWorker(QueueWorker):
+    """Encode queued (index, frame) items as JPEG into a :class:`FrameWriter`'s dataset."""
+
+    thread_name = "minerf-jpeg-writer"
+
+    def __init__(self, writer: FrameWriter, maxsize: int):
+        super().__init__(maxsize)
+        self.writer = writer
+
+    def handle(self, item) -> None:
+        w, (index, frame) = self.writer, item
+        t0 = time.perf_counter()
+        data = encode_jpeg(frame, w.quality)
+        if w.measure:
+            from .metrics import psnr  # noqa: PLC0415 - cv2, like the encoder
+
+            w.psnr[index] = psnr(frame, decode_jpeg(data))
+        t1 = time.perf_counter()
+        grow_to(w.dataset, index)
+        w.dataset[index] = data
+        w.seconds["encode"] += t1 - t0
+        w.seconds["write"] += time.perf_counter() - t1
+        w.bytes_out += int(data.nbytes)
 
 
 def describe(path: Path) -> dict:

@@ -180,15 +180,8 @@ def train(stores: list[Path], run: Path, model_cfg: ModelConfig, cfg: TrainConfi
         runs.write_config(run, model.cfg, cfg.to_dict(), saved["identities"])
         log(f"resuming {run} at step {start_step} of {cfg.steps}")
     else:
-        replace = run.exists() and any(run.iterdir())
-        if replace:
-            if not force:
-                raise UsageError(f"{run}: run directory exists (use --resume to continue it or --force to replace it)")
-            if not (run / "config.json").is_file():
-                raise UsageError(f"{run}: not a minerf run directory; refusing to replace it")
+        replace = runs.check_new_run_dir(run, force, "use --resume to continue it or --force to replace it")
         stores = expand_stores(stores)
-        if not run.parent.exists():
-            raise UsageError(f"{run}: directory {run.parent} does not exist")
         clips = load_sources(stores, dev, cache_frames=cache_frames)
         if replace:  # only once the new inputs are known to be good
             shutil.rmtree(run)

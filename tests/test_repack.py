@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from minerf_cli import store
+from minerf_cli import metrics, store
 from minerf_cli.app import app
 from minerf_cli.repack import PER_FRAME
 
@@ -59,7 +59,7 @@ def frames_of(path):
 
 
 def mean_psnr(a, b):
-    return float(np.mean([store.psnr(x, y) for x, y in zip(a, b)]))
+    return float(np.mean([metrics.psnr(x, y) for x, y in zip(a, b)]))
 
 
 def test_prep_jpeg_quality(stores):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from minerf_cli import store
+from minerf_cli import metrics, store
 from minerf_cli.app import app
 from minerf_cli.errors import FormatError, UsageError
 
@@ -196,7 +196,7 @@ def test_frame_reader_jpeg_round_trip(tmp_path):
         assert (r.codec, r.quality, len(r), r.shape) == ("jpeg", 95, 4, (4, 48, 64, 3))
         got = r[:]
         assert got.dtype == np.uint8 and got.shape == frames.shape
-        psnrs = [store.psnr(a, b) for a, b in zip(got, frames)]
+        psnrs = [metrics.psnr(a, b) for a, b in zip(got, frames)]
         assert min(psnrs) > 35
         assert psnrs == pytest.approx([writer.psnr[i] for i in range(4)])  # measured while writing
         # RGB, not OpenCV's BGR: the channel means agree

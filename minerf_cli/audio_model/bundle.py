@@ -44,7 +44,8 @@ from torch import nn
 
 from .. import __version__
 from ..errors import FormatError, MinerfError, UsageError
-from ..fsutil import write_atomically
+from ..fsutil import load_tensor_file, write_atomically
+from ..output import jsonable
 from .audio_encoder import AudioEncoder
 from .autoencoder import LandmarkAutoencoder
 from .landmarks68 import landmark_vectors
@@ -196,7 +197,7 @@ class AudioBundle:
         state = {k: ({kk: vv.detach().cpu() for kk, vv in v.items()} if isinstance(v, dict) else v)
                  for k, v in self.state().items()}
         write_atomically(path / "weights.pt", lambda p: torch.save(state, p))
-        text = json.dumps(_plain(self.config), indent=2) + "\n"
+        text = json.dumps(jsonable(self.config), indent=2) + "\n"
         write_atomically(path / "config.json", lambda p: p.write_text(text))
         return path
 
@@ -229,15 +230,7 @@ class AudioBundle:
         wpath = path / "weights.pt"
         if not wpath.is_file():
             raise FormatError(f"{path}: no weights.pt")
-        try:
-            w = torch.load(wpath, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a format error
-            first = (str(exc).strip().splitlines() or [""])[0]
-            raise FormatError(f"{wpath}: not readable weights ({type(exc).__name__}: {first})") from None
-        if not isinstance(w, dict) or w.get("format") != WEIGHTS_FORMAT:
-            raise FormatError(f"{wpath}: not minerf audio model weights")
-        if int(w.get("version", 0)) > VERSION:
-            raise FormatError(f"{wpath}: weights version {w.get('version')} is newer than this minerf understands")
+        w = load_tensor_file(wpath, WEIGHTS_FORMAT, VERSION, "minerf audio model weights file")
         try:
             b = cls(cfg, "cpu")
             b.autoencoder.load_state_dict(w["autoencoder"])
@@ -416,16 +409,3 @@ class AudioBundle:
                 "frames": int(n), "valid_frames": int(ok.sum()),
                 "convention": "offset > 0: the video lags the audio by offset frames"}
 
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _plain(obj.item())
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj

@@ -87,15 +87,17 @@ def near_far_box(origins: torch.Tensor, dirs: torch.Tensor, box_min, box_max,
 
 
 def project_box(K: torch.Tensor, camera_from_head: torch.Tensor, box_min, box_max) -> torch.Tensor:
-    """Image bounding rectangle [u0, v0, u1, v1] (pixels) of a head-space box's 8 corners
-    (all in front of the camera assumed)."""
-    lo = torch.as_tensor(box_min, dtype=camera_from_head.dtype)
-    hi = torch.as_tensor(box_max, dtype=camera_from_head.dtype)
+    """Image bounding rectangle [u0, v0, u1, v1] (pixels) of a head-space box's 8 corners seen
+    from camera_from_head (4, 4) -> (4,), or (N, 4, 4) -> (N, 4) (all corners in front of
+    the camera assumed; depths are clamped at 1e-6)."""
+    lo = torch.as_tensor(box_min, dtype=camera_from_head.dtype, device=camera_from_head.device)
+    hi = torch.as_tensor(box_max, dtype=camera_from_head.dtype, device=camera_from_head.device)
     corners = torch.stack(torch.meshgrid(*[torch.stack([lo[k], hi[k]]) for k in range(3)], indexing="ij"), -1).reshape(8, 3)
-    cam = corners @ camera_from_head[:3, :3].T + camera_from_head[:3, 3]
+    R, t = camera_from_head[..., :3, :3], camera_from_head[..., None, :3, 3]
+    cam = corners @ R.transpose(-1, -2) + t  # (..., 8, 3)
     uvw = cam @ K.to(cam.dtype).T
-    uv = uvw[:, :2] / uvw[:, 2:]
-    return torch.cat([uv.amin(0), uv.amax(0)])
+    uv = uvw[..., :2] / uvw[..., 2:].clamp_min(1e-6)
+    return torch.cat([uv.amin(-2), uv.amax(-2)], -1)
 
 
 def box_mask(height: int, width: int, rect) -> torch.Tensor:
