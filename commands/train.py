@@ -33,6 +33,8 @@ def train(
     val_every: int = typer.Option(1000, "--val-every", min=1, help="Steps between validation renders (RUN/val/*.png)."),
     log_every: int = typer.Option(50, "--log-every", min=1, help="Steps between metrics.csv rows (and NaN checks)."),
     test_frames: int = typer.Option(-1, "--test-frames", help="Held-out frames per identity rendered for the final PSNR (-1: all)."),
+    occupancy_grid: int = typer.Option(-1, "--occupancy-grid", help="Cells per axis of the occupancy grid that rendering uses to skip empty space (-1: 64 on CUDA, 32 on CPU; 0: none)."),
+    grid_every: int = typer.Option(16, "--grid-every", min=1, help="Steps between occupancy-grid updates (the first after 256 steps)."),
     cache_frames: Optional[int] = typer.Option(None, "--cache-frames", help="Decoded frames kept in memory per clip; the rest are read from the stores as needed [default: all if every clip fits in 4 GiB, else 64; 0: all]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), bf16, tf32 or fp32."),
@@ -74,11 +76,13 @@ def train(
     if samples:
         defaults["n_coarse"], defaults["n_fine"] = parse_samples(samples)
     model_cfg = ModelConfig(module=module.lower(), latent_dim=latent_dim, rank=rank, field=field,
-                            field_options=parse_field_options(field, field_option or []), **defaults)
+                            field_options=parse_field_options(field, field_option or []),
+                            occupancy_resolution=occupancy_grid, **defaults)
     cfg = TrainConfig(steps=steps or 20000, rays=rays, frames_per_step=frames_per_step, lr=lr, lr_final=lr_final,
                       grid_lr_scale=grid_lr_scale,
                       smooth_after=smooth_after, checkpoint_every=checkpoint_every, val_every=val_every,
-                      log_every=log_every, test_frames=test_frames, precision=precision, seed=seed)
+                      log_every=log_every, test_frames=test_frames, precision=precision, seed=seed,
+                      grid_every=grid_every)
     emit_json(train_run(inputs, output, model_cfg, cfg, device=device, force=force, cache_frames=cache_frames))
 
 

@@ -93,15 +93,64 @@ def _ffmpeg_has_audio(path: Path) -> None:
         raise MinerfError(f"{path}: has no audio stream")
 
 
+def read_wav_fallback(path: Path) -> tuple[np.ndarray, int] | None:
+    """A plain wav (PCM 8/16/24/32-bit or float) -> ((S, C) float32 in [-1, 1], rate) without
+    soundfile (scipy.io.wavfile, else the stdlib ``wave`` module); None if it is not one."""
+    try:
+        from scipy.io import wavfile  # noqa: PLC0415
+
+        import warnings as _w  # noqa: PLC0415
+
+        with _w.catch_warnings():
+            _w.simplefilter("ignore")
+            sr, x = wavfile.read(str(path))
+        x = np.asarray(x)
+        if x.dtype.kind == "f":
+            x = x.astype(np.float32)
+        elif x.dtype == np.uint8:
+            x = (x.astype(np.float32) - 128.0) / 128.0
+        else:
+            x = x.astype(np.float32) / float(2 ** (8 * x.dtype.itemsize - 1))
+        return (x[:, None] if x.ndim == 1 else x), int(sr)
+    except Exception:  # noqa: BLE001 - not a wav scipy reads: try the stdlib
+        pass
+    import wave  # noqa: PLC0415
+
+    try:
+        with wave.open(str(path), "rb") as w:
+            ch, width, sr, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            raw = w.readframes(n)
+    except (wave.Error, EOFError, OSError):
+        return None
+    if width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
+        x = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16))
+        x = np.where(x >= 1 << 23, x - (1 << 24), x).astype(np.float32) / float(1 << 23)
+    elif width == 1:
+        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    else:
+        x = np.frombuffer(raw, {2: "<i2", 4: "<i4"}[width]).astype(np.float32) / float(2 ** (8 * width - 1))
+    return x.reshape(-1, ch), int(sr)
+
+
 def load_audio(path: Path, rate: int = SAMPLE_RATE) -> Audio:
     """Any audio (or video-with-audio) file -> mono float32 at ``rate`` (MinerfError if unreadable)."""
     path = require_file(Path(path), "audio file")
-    import soundfile as sf  # noqa: PLC0415
-
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception:  # noqa: BLE001 - not a format libsndfile reads: let ffmpeg try
-        data = None
+        import soundfile as sf  # noqa: PLC0415
+    except ImportError:  # a machine without libsndfile (e.g. the GPU image): plain PCM wav still works
+        sf = None
+    data, reader = None, "soundfile"
+    if sf is not None:
+        try:
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        except Exception:  # noqa: BLE001 - not a format libsndfile reads: let ffmpeg try
+            data = None
+    else:
+        read = read_wav_fallback(path)
+        if read is not None:
+            data, sr = read
+            reader = "wavfile"
     if data is not None:
         warnings = []
         clipped = _clipping_fraction(data)
@@ -109,8 +158,12 @@ def load_audio(path: Path, rate: int = SAMPLE_RATE) -> Audio:
             warnings.append(f"{path}: {100 * clipped:.1f}% of the samples are clipped (|x| >= {CLIP_LEVEL}); "
                             "features of clipped speech are distorted")
         mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-        return Audio(resample(mono, sr, rate), rate, int(sr), int(data.shape[1]), "soundfile", warnings)
-    from .video import read_audio  # noqa: PLC0415
+        return Audio(resample(mono, sr, rate), rate, int(sr), int(data.shape[1]), reader, warnings)
+    try:
+        from .video import read_audio  # noqa: PLC0415
+    except ImportError:
+        raise MinerfError(f"{path}: cannot decode it here (neither soundfile nor imageio-ffmpeg is installed; "
+                          "give a plain PCM .wav)") from None
 
     _ffmpeg_has_audio(path)
     pcm = read_audio(path, rate=rate)

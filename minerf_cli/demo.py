@@ -69,7 +69,7 @@ def demo(out: Path, device: str = "auto", steps: int | None = None, seed: int = 
         fit_store(path, FitConfig(), force=True)
         stores.append(path)
     model_cfg = ModelConfig(field="fast", n_coarse=size.samples[0], n_fine=size.samples[1], shared_field=True,
-                            field_options=dict(size.field_options))
+                            field_options=dict(size.field_options), occupancy_resolution=-1)
     n_steps = steps or size.steps
     cfg = TrainConfig(steps=n_steps, rays=size.rays, frames_per_step=2, lr=1e-3, lr_final=1e-4, grid_lr_scale=10.0,
                       val_every=n_steps, checkpoint_every=n_steps, log_every=max(n_steps // 20, 1), test_frames=-1,

@@ -79,8 +79,33 @@ def render_frame(model: MINeRF, K: torch.Tensor, camera_from_head: torch.Tensor,
     return model.render_image(o, d, cond, latent, background, chunk=chunk, only=hit)
 
 
+def render_batch(model: MINeRF, K: torch.Tensor, camera_from_head: torch.Tensor, cond: torch.Tensor,
+                 latent: torch.Tensor, backgrounds: torch.Tensor, chunk: int = 16384, sampler: str = "auto") -> torch.Tensor:
+    """Several images in one pass: K (3, 3), camera_from_head (B, 4, 4), cond (B, C), latent
+    (B, L), backgrounds (B, H, W, 3) float in [0, 1] -> (B, H, W, 3) float. The pixels of
+    all B frames whose rays hit the head box are rendered together (per-ray codes), so the
+    field sees large batches; the rest is background. ``sampler``: ``MINeRF.uses_marching``."""
+    B, H, W, _ = backgrounds.shape
+    dev = backgrounds.device
+    i, j = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
+    ij = torch.stack([i, j], -1)
+    os_, ds, frame_of, pix = [], [], [], []
+    for b in range(B):
+        o, d = head_rays(K, camera_from_head[b], ij)
+        _, _, hit = near_far_box(o, d, model.cfg.box_min, model.cfg.box_max)
+        sel = torch.nonzero(hit.reshape(-1))[:, 0]
+        os_.append(o.reshape(-1, 3)[sel])
+        ds.append(d.reshape(-1, 3)[sel])
+        frame_of.append(torch.full_like(sel, b))
+        pix.append(sel + b * H * W)
+    o, d, f, p = (torch.cat(x) for x in (os_, ds, frame_of, pix))
+    result = backgrounds.reshape(-1, 3).float().clone()
+    result[p] = model.render_pixels(o, d, cond[f], latent[f], result[p], chunk=chunk, sampler=sampler)
+    return result.reshape(B, H, W, 3)
+
+
 def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(H, W, 3) float in [0, 1] -> uint8 numpy."""
+    """(..., H, W, 3) float in [0, 1] -> uint8 numpy."""
     return (image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 

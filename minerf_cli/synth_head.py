@@ -515,21 +515,33 @@ class HeadRenderer:
 
     def render(self, expression: np.ndarray, cam_from_head: np.ndarray) -> np.ndarray:
         """One frame (H, W, 3) uint8 for expression (E,) and camera_from_head (4, 4)."""
+        return self.render_with_mask(expression, cam_from_head)[0]
+
+    @functools.cached_property
+    def torso_mask(self) -> np.ndarray:
+        """(H, W) bool: the pixels of the static torso (shirt)."""
+        return np.isfinite(self.plate_depth).reshape(self.size, self.size)
+
+    def render_with_mask(self, expression: np.ndarray, cam_from_head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One frame (H, W, 3) uint8 and the (H, W) bool mask of the pixels the head mesh
+        (face, scalp, ears, neck, eye and mouth fills) covers in front of the torso."""
         top = self.top
         H = W = self.size
         vh, vc = self.camera_vertices(expression, cam_from_head)
         px = raster.project(vc, self.K)
         tid, bary = raster.rasterize(px, top.tris, H, W)
         out = self.plate.copy()
+        mask = np.zeros(H * W, bool)
         flat = tid.reshape(-1)
         cov = np.flatnonzero(flat >= 0)
         if len(cov) == 0:
-            return out
+            return out, mask.reshape(H, W)
         t = flat[cov]
         b = bary.reshape(-1, 3)[cov].astype(np.float64)
         depth = raster.interpolate_at(vc[:, 2:3], top.tris, t, b)[:, 0]
         front = depth < self.plate_depth[cov]
         cov, t, b = cov[front], t[front], b[front]
+        mask[cov] = True
 
         normals = _vertex_normals(vc, top.tris, top.incidence)
         view = -vc / np.linalg.norm(vc, axis=1, keepdims=True)
@@ -552,7 +564,7 @@ class HeadRenderer:
                                 else self._mouth_albedo(pos[sel], ring[sel], vh))
             pix[special] = alb * shade[:, None]
         out.reshape(-1, 3)[cov] = np.clip(pix * 255 + 0.5, 0, 255).astype(np.uint8)
-        return out
+        return out, mask.reshape(H, W)
 
     def _eye_albedo(self, pos: np.ndarray, ring: np.ndarray, name: str) -> np.ndarray:
         """Sclera / iris / pupil by the distance from the iris centre in head-space xy."""

@@ -21,6 +21,8 @@ from .training import TrainConfig, fit, smoothing_active, test_report
 FIELD_DEFAULTS = {"vanilla": {"n_coarse": 64, "n_fine": 128, "shared_field": False},
                   "fast": {"n_coarse": 64, "n_fine": 64, "shared_field": True}}
 
+DEFAULT_GRID_CUDA, DEFAULT_GRID_CPU = 64, 32  # occupancy grid cells per axis (the CPU's updates cost 8x less)
+
 
 def parse_samples(spec: str) -> tuple[int, int]:
     """'64:128' -> (64, 128) coarse and fine samples per ray."""
@@ -190,6 +192,8 @@ def train(stores: list[Path], run: Path, model_cfg: ModelConfig, cfg: TrainConfi
             raise MinerfError(f"the stores' expression dimensions differ ({sorted(dims)}); refit them with one minerf version")
         model_cfg.expr_dim = dims.pop()
         model_cfg.frames_per_video = [c.n_frames for c in clips]
+        if model_cfg.occupancy_resolution < 0:
+            model_cfg.occupancy_resolution = DEFAULT_GRID_CUDA if dev.type == "cuda" else DEFAULT_GRID_CPU
         torch.manual_seed(cfg.seed)
         model = MINeRF(model_cfg).to(dev)
         run.mkdir(parents=True, exist_ok=True)

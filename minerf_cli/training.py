@@ -20,6 +20,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from .nerf.render import minerf_loss
 from .output import log, progress_bar
 from . import runs
 
-METRICS_HEADER = ["step", "wall_s", "lr", "loss", "psnr", "test_psnr"]
+METRICS_HEADER = ["step", "wall_s", "lr", "loss", "psnr", "test_psnr", "train_s", "occupied"]
 
 
 @dataclass
@@ -53,6 +54,8 @@ class TrainConfig:
     precision: str = "auto"
     seed: int = 0
     explode_factor: float = 50.0
+    grid_every: int = 16  # steps between occupancy-grid updates (models with a grid)
+    grid_warmup: int = 256  # first update at this step (the grid is all-occupied before)
 
     def smoothing_start(self) -> int | None:
         if self.smooth_after == 0:
@@ -181,10 +184,12 @@ class MetricsLog:
         if not self.path.exists():
             with open(self.path, "w", newline="") as fh:
                 csv.writer(fh).writerow(METRICS_HEADER)
+        with open(self.path, newline="") as fh:
+            self.header = next(csv.reader(fh), METRICS_HEADER)  # a resumed older run keeps its columns
 
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="") as fh:
-            csv.writer(fh).writerow(["" if row.get(k) is None else row[k] for k in METRICS_HEADER])
+            csv.writer(fh).writerow(["" if row.get(k) is None else row[k] for k in self.header])
 
     def truncate(self, upto_step: int) -> None:
         """Drop rows after ``upto_step`` (written after the checkpoint a resumed run restarts from)."""
@@ -203,6 +208,36 @@ class MetricsLog:
                 if row["step"] and int(row["step"]) <= upto_step and row["wall_s"]:
                     wall = float(row["wall_s"])
         return wall
+
+
+class GridUpdater:
+    """Refreshes a model's occupancy grid during training (:mod:`.nerf.occupancy`): every
+    ``cfg.grid_every`` steps from ``cfg.grid_warmup`` on, each cell is evaluated under the
+    codes of a random training frame of a random identity."""
+
+    def __init__(self, model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, device: torch.device,
+                 precision: str):
+        self.model, self.cfg, self.device, self.precision = model, cfg, device, precision
+        dev = model.identity.table.weight.device
+        self.videos = torch.cat([torch.full((len(c.train_idx),), v, dtype=torch.long) for v, c in sources]).to(dev)
+        self.frames = torch.cat([torch.as_tensor(c.train_idx, dtype=torch.long) for _, c in sources]).to(dev)
+        self.expressions = torch.cat([c.expression[torch.as_tensor(c.train_idx, dtype=torch.long)].cpu()
+                                      for _, c in sources]).to(dev)
+
+    def due(self, step: int) -> bool:
+        g = self.model.occupancy
+        return g is not None and step >= self.cfg.grid_warmup and (step - self.cfg.grid_warmup) % self.cfg.grid_every == 0
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        grid = self.model.occupancy
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1000003 + step)
+        n = grid.resolution ** 3
+        pick = torch.randint(len(self.videos), (n,), generator=gen).to(self.videos.device)
+        with autocast(self.device, self.precision):
+            cond = self.model.condition(self.expressions[pick], self.videos[pick])
+            latent = self.model.latent(self.videos[pick], self.frames[pick], check=False)
+            grid.update(self.model.density, cond, latent, generator=gen)
 
 
 def validation_images(model: MINeRF, run: Path, step: int, sources: list[tuple[int, Clip]], smooth: bool,
@@ -233,11 +268,14 @@ def validation_images(model: MINeRF, run: Path, step: int, sources: list[tuple[i
 def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: Path, device: torch.device,
         precision: str, start_step: int = 0, optimizer_state: dict | None = None,
         freeze_conditioning: bool = False, weights: np.ndarray | None = None, label: str = "train",
-        groups: list[dict] | None = None) -> dict:
+        groups: list[dict] | None = None, callback: Callable[[int, float], bool] | None = None) -> dict:
     """Train ``model`` on ``sources`` [(video index, clip)] from ``start_step`` to
     ``cfg.steps``, checkpointing into ``run``. ``weights`` (len(sources),) are the sources'
     shares of the steps (default equal); ``groups`` are Adam groups with an ``lr_scale``
-    each (default :func:`param_groups`). Returns timing and loss figures."""
+    each (default :func:`param_groups`). ``callback(step, train_s)`` runs every
+    ``log_every`` steps (train_s: training seconds so far, validation, checkpoints and the
+    callback itself excluded); when it returns True training stops there (benchmarks).
+    Returns timing and loss figures."""
     run = Path(run)
     weights = np.full(len(sources), 1.0 / len(sources)) if weights is None else np.asarray(weights, float) / np.sum(weights)
     model.train()
@@ -256,8 +294,10 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
     acc_n = 0
     best = math.inf
     last = {"loss": None, "psnr": None}
+    grid = GridUpdater(model, sources, cfg, device, precision) if model.occupancy is not None else None
+    eval_s = 0.0  # time spent on validation renders and checkpoints (not training)
     t0 = time.perf_counter()
-    timed_from, timed_steps = None, 0
+    timed_from, timed_steps, eval_at_timed = None, 0, 0.0
     step = start_step
     with progress_bar(label, cfg.steps) as bar:
         task = bar.add_task(label, total=cfg.steps, completed=start_step, info="")
@@ -270,6 +310,8 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
             optimizer.zero_grad(set_to_none=True)
             loss, mse = training_step(model, sources, weights, cfg, rng, smooth, device, precision, boxes)
             optimizer.step()
+            if grid is not None and grid.due(step):
+                grid.update(step)
             acc_loss += loss
             acc_mse += mse
             acc_n += 1
@@ -277,7 +319,7 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
             if timed_from is None and step - start_step == 10:  # steps/s excludes warm-up
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                timed_from = time.perf_counter()
+                timed_from, eval_at_timed = time.perf_counter(), eval_s
             elif timed_from is not None:
                 timed_steps += 1
             boundary = step % cfg.log_every == 0 or step == cfg.steps or step % cfg.checkpoint_every == 0
@@ -298,22 +340,30 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
             train_psnr = -10.0 * math.log10(max(mean_mse, 1e-12))
             last = {"loss": mean_loss, "psnr": train_psnr}
             test_psnr = None
+            t_eval = time.perf_counter()
             if step % cfg.val_every == 0 or step == cfg.steps:
                 test_psnr = validation_images(model, run, step, sources, smooth)
             wall = wall0 + time.perf_counter() - t0
             metrics.write({"step": step, "wall_s": round(wall, 3), "lr": f"{lr:.4g}", "loss": f"{mean_loss:.6g}",
-                           "psnr": round(train_psnr, 3), "test_psnr": None if test_psnr is None else round(test_psnr, 3)})
+                           "psnr": round(train_psnr, 3), "test_psnr": None if test_psnr is None else round(test_psnr, 3),
+                           "train_s": round(time.perf_counter() - t0 - eval_s - (time.perf_counter() - t_eval), 3),
+                           "occupied": None if grid is None else round(float(model.occupancy.fraction()), 4)})
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 runs.save_checkpoint(run, step, model, optimizer)
+            stop = callback is not None and callback(step, time.perf_counter() - t0 - eval_s - (time.perf_counter() - t_eval))
+            eval_s += time.perf_counter() - t_eval
             bar.update(task, completed=step, info=f"loss {mean_loss:.4f} psnr {train_psnr:.2f}"
                        + (f" val {test_psnr:.2f}" if test_psnr is not None else ""))
+            if stop:
+                break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - t0
-    steps_per_s = timed_steps / (time.perf_counter() - timed_from) if timed_from and timed_steps else (
+    steps_per_s = timed_steps / (time.perf_counter() - timed_from - (eval_s - eval_at_timed)) if timed_from and timed_steps else (
         (step - start_step) / max(elapsed, 1e-9))
     model.eval()
     return {"steps": step, "wall_s": round(wall0 + elapsed, 2), "session_s": round(elapsed, 2),
+            "train_s": round(elapsed - eval_s, 2),
             "steps_per_s": round(steps_per_s, 2), "final_loss": last["loss"], "final_train_psnr": last["psnr"]}
 
 

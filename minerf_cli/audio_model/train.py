@@ -175,7 +175,8 @@ def fit_audio_model(stores: list[Path], out: Path, steps: int = 1500, device: st
                     min_gap: int = 3, identities: list[str] | None = None,
                     window_seconds: float = 0.32, clips_per_batch: int = 2, mel_norm: str | None = "clip",
                     target: str = "residual", sync_centre: bool = True, centre_mouth: bool = True,
-                    expression_steps: int | None = None, augment: bool = True, weight_decay: float = 0.05) -> dict:
+                    expression_steps: int | None = None, augment: bool = True, weight_decay: float = 0.05,
+                    chunk_frames: int = 0) -> dict:
     """Train the three audio models on ``stores`` and save an :class:`AudioBundle` to ``out``.
 
     ``steps``: optimiser steps of EACH of the three models. ``identities``: an identity name per
@@ -280,9 +281,22 @@ def fit_audio_model(stores: list[Path], out: Path, steps: int = 1500, device: st
 
     def contrastive_batch():
         chosen = rng.choice(usable, size=k_clips, replace=False)
-        ids = np.concatenate([rng.choice(per_clip_train[i], size=min(per, len(per_clip_train[i])), replace=False)
-                              for i in chosen])
-        return ids
+        if not chunk_frames:
+            return np.concatenate([rng.choice(per_clip_train[i], size=min(per, len(per_clip_train[i])),
+                                              replace=False) for i in chosen])
+        # runs of chunk_frames consecutive frames: every anchor has hard negatives from the
+        # nearby times of its own clip (min_gap + 1 .. chunk_frames frames away): temporal precision
+        out = []
+        for i in chosen:
+            ids = per_clip_train[i]
+            runs = max(1, per // chunk_frames)
+            if len(ids) <= chunk_frames * runs:
+                out.append(ids)
+                continue
+            starts = np.sort(rng.choice(len(ids) - chunk_frames + 1, size=runs, replace=False))
+            sel = np.unique(np.concatenate([np.arange(a, a + chunk_frames) for a in starts]))
+            out.append(ids[sel])
+        return np.concatenate(out)
 
     def nce_step(step):
         ids = contrastive_batch()

@@ -107,7 +107,8 @@ class FastField(Field):
         return [{"params": grid, "name": "grid"},
                 {"params": [p for p in self.parameters() if id(p) not in ids], "name": "mlp"}]
 
-    def forward(self, x, viewdir, cond, latent):
+    def _density_features(self, x, cond, latent):
+        """x (R, S, 3) -> density (R, S) float32, density MLP output (R, S, 1 + geo)."""
         R, S, _ = x.shape
         xn = self.normalize(x)  # (R, S, 3)
         inside = ((xn >= 0) & (xn <= 1)).all(-1)  # (R, S)
@@ -121,6 +122,15 @@ class FastField(Field):
         a = torch.relu(self.density_hidden(torch.relu(a)))
         out = self.density_out(a)  # (R, S, 1 + geo)
         density = torch.where(inside, trunc_exp(out[..., 0] + self.density_bias), 0.0)  # (R, S) float32
+        return density, out
+
+    def density(self, x, cond, latent):
+        """x (P, 3), cond (P, C) or (C,), latent (P, L) or (L,) -> density (P,) (no colour branch)."""
+        return self._density_features(x[:, None, :], cond, latent)[0][:, 0]
+
+    def forward(self, x, viewdir, cond, latent):
+        R, S, _ = x.shape
+        density, out = self._density_features(x, cond, latent)
         # first colour layer, split over [geo | gamma(v)]
         G = self.geo_features
         Wc, bc = self.color_in.weight, self.color_in.bias

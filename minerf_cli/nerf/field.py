@@ -47,6 +47,14 @@ class Field(nn.Module, ABC):
                 latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ...
 
+    def density(self, x: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """Density only: x (P, 3), cond (P, C) or (C,), latent (P, L) or (L,) -> (P,) (the
+        occupancy grid's query). This default runs ``forward`` with a fixed view direction;
+        fields whose density does not depend on it may skip the colour branch."""
+        view = torch.zeros_like(x)
+        view[:, 2] = 1.0
+        return self.forward(x[:, None, :], view, cond, latent)[0][:, 0]
+
 
 class VanillaDynamicField(Field):
     """The NeRF MLP of MI-NeRF appendix E (after NeRFace / AD-NeRF / LipNeRF).

@@ -26,10 +26,13 @@ from torch import nn
 from .conditioning import DEFAULT_LATENT_DIM, DEFAULT_RANK, FrameLatentCodes, IdentityCodes, make_conditioning
 from .field import HEAD_BOX_MAX, HEAD_BOX_MIN, Field, VanillaDynamicField
 from .rays import near_far_box
+from .marching import MarchStats, march_render
+from .occupancy import OccupancyGrid
 from .render import volume_render
 from .samplers import importance_samples, stratified_samples
 
 FIELDS = ("vanilla", "fast")
+MARCH_CHUNK = 65536  # rays per marching call (about 10 KB of temporaries per ray at 256 steps)
 
 
 @dataclass
@@ -49,6 +52,8 @@ class ModelConfig:
     frames_per_video: list = dc_field(default_factory=list)
     smoothing_window: int = 8
     field_options: dict = dc_field(default_factory=dict)
+    occupancy_resolution: int = 0  # cells per axis of the occupancy grid (0: none; runs before it had none)
+    march_steps: int = 256  # uniform marching steps across the head box's diagonal (rendering with the grid)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -92,6 +97,16 @@ class MINeRF(nn.Module):
             from .smoothing import ConditionSmoothing
 
             self.smoothing = ConditionSmoothing(cond_dim, cfg.latent_dim, window=cfg.smoothing_window)
+        self.occupancy = None
+        if cfg.occupancy_resolution > 0:
+            self.occupancy = OccupancyGrid(cfg.box_min, cfg.box_max, cfg.occupancy_resolution, step=self.march_step)
+        self.last_march: MarchStats | None = None
+
+    @property
+    def march_step(self) -> float:
+        """Marching step (cm): the head box's diagonal / ``march_steps``."""
+        diag = sum((b - a) ** 2 for a, b in zip(self.cfg.box_min, self.cfg.box_max)) ** 0.5
+        return diag / self.cfg.march_steps
 
     # -- codes -----------------------------------------------------------------------------
     def condition(self, expression: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
@@ -111,6 +126,10 @@ class MINeRF(nn.Module):
         if self.smoothing is None:
             raise RuntimeError("this model was built without smoothing (smoothing_window <= 1)")
         return self.smoothing(cond_seq, latent_seq)
+
+    def density(self, x: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """Density of the final (fine) field: x (P, 3), cond (P, C) or (C,), latent (P, L) or (L,) -> (P,)."""
+        return self.fine.density(x, cond, latent)
 
     # -- rendering -------------------------------------------------------------------------
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor,
@@ -142,18 +161,62 @@ class MINeRF(nn.Module):
         return out
 
     @torch.no_grad()
+    def render_rays_marched(self, origins: torch.Tensor, dirs: torch.Tensor, cond: torch.Tensor,
+                            latent: torch.Tensor, background: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Render rays through the occupancy grid (:mod:`.marching`: empty space skipped,
+        rays stop once opaque), no gradient: origins, dirs (R, 3), cond (R, C) or (C,),
+        latent (R, L) or (L,), background (R, 3) -> dict rgb (R, 3), opacity (R,).
+        ``self.last_march`` keeps the sample counts of the call."""
+        if self.occupancy is None:
+            raise RuntimeError("this model has no occupancy grid (trained before minerf had one)")
+        near, far, hit = near_far_box(origins, dirs, self.cfg.box_min, self.cfg.box_max)
+        far = torch.where(hit, far, near)
+        rgb, opacity, self.last_march = march_render(self.fine, self.occupancy, origins, dirs, near, far, cond,
+                                                     latent, background, self.march_step, self.cfg.march_steps)
+        return {"rgb": rgb, "opacity": opacity}
+
+    def uses_marching(self, sampler: str = "auto") -> bool:
+        """Whether rendering goes through the occupancy grid: ``sampler`` "grid", or "auto"
+        when the model has a grid; "pdf" forces the training-time coarse + fine sampling."""
+        if sampler not in ("auto", "grid", "pdf"):
+            raise ValueError(f"unknown sampler {sampler!r}; expected auto, grid or pdf")
+        if sampler == "grid" and self.occupancy is None:
+            raise RuntimeError("this model has no occupancy grid (trained before minerf had one); use the pdf sampler")
+        return sampler != "pdf" and self.occupancy is not None
+
+    @torch.no_grad()
+    def render_pixels(self, origins: torch.Tensor, dirs: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor,
+                      background: torch.Tensor, chunk: int = 8192, sampler: str = "auto") -> torch.Tensor:
+        """Render rays (N, 3) in chunks of ``chunk`` rays (no gradient, no jitter) with codes
+        (N, C) / (N, L) per ray or shared (C,) / (L,) over background (N, 3) -> (N, 3) float32.
+        With the occupancy grid (:meth:`uses_marching`) chunks can be much larger."""
+        marched = self.uses_marching(sampler)
+        if marched:
+            chunk = max(chunk, MARCH_CHUNK)
+        out = torch.empty(origins.shape[0], 3, device=origins.device)
+        for s in range(0, origins.shape[0], chunk):
+            sl = slice(s, s + chunk)
+            c = cond if cond.dim() == 1 else cond[sl]
+            lat = latent if latent.dim() == 1 else latent[sl]
+            bg = background[sl].float()
+            if marched:
+                out[sl] = self.render_rays_marched(origins[sl], dirs[sl], c, lat, bg)["rgb"]
+            else:
+                out[sl] = self.render_rays(origins[sl], dirs[sl], c, lat, bg, perturb=False)["rgb"].float()
+        return out
+
+    @torch.no_grad()
     def render_image(self, origins: torch.Tensor, dirs: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor,
-                     background: torch.Tensor, chunk: int = 8192, only: torch.Tensor | None = None) -> torch.Tensor:
+                     background: torch.Tensor, chunk: int = 8192, only: torch.Tensor | None = None,
+                     sampler: str = "auto") -> torch.Tensor:
         """Render (H, W, 3) rays in chunks (no gradient, no jitter) -> (H, W, 3) colours.
 
         ``only`` (H, W) bool: render just those pixels (e.g. those whose ray hits the head
-        box); the others get the background.
+        box); the others get the background. ``sampler``: see :meth:`uses_marching`.
         """
         H, W, _ = origins.shape
         o, d, bg = origins.reshape(-1, 3), dirs.reshape(-1, 3), background.reshape(-1, 3)
         result = bg.clone().float()
         idx = torch.arange(H * W, device=o.device) if only is None else torch.nonzero(only.reshape(-1))[:, 0]
-        for s in range(0, len(idx), chunk):
-            part = idx[s:s + chunk]
-            result[part] = self.render_rays(o[part], d[part], cond, latent, bg[part].float(), perturb=False)["rgb"].float()
+        result[idx] = self.render_pixels(o[idx], d[idx], cond, latent, bg[idx], chunk=chunk, sampler=sampler)
         return result.reshape(H, W, 3)
