@@ -49,19 +49,20 @@ def stores_for(data: str, synth: Path | None, real: Path | None) -> list[Path]:
     return stores
 
 
-def test_psnr(model, sources, frames_per_id: int, smooth: bool = False) -> float:
+def test_psnr(model, sources, frames_per_id: int, smooth: bool = False, sampler: str = "auto") -> float:
     from minerf_cli.rendering import face_psnr
 
     values = []
     for video, clip in sources[:8]:
         idx = clip.test_idx[np.linspace(0, len(clip.test_idx) - 1, frames_per_id).round().astype(int)]
-        v = face_psnr(model, video, clip, np.unique(idx), smooth)
+        v = face_psnr(model, video, clip, np.unique(idx), smooth, sampler=sampler)
         if v is not None:
             values.append(v)
     return float(np.mean(values))
 
 
-def render_fps(model, sources, device, precision, n_frames: int = 32, batch: int = 8) -> dict:
+def render_fps(model, sources, device, precision, n_frames: int = 32, batch: int = 8,
+               samplers: tuple[str, ...] | None = None) -> dict:
     from minerf_cli.devices import autocast
     from minerf_cli.rendering import frame_latents, render_batch, sequence_codes
 
@@ -73,14 +74,15 @@ def render_fps(model, sources, device, precision, n_frames: int = 32, batch: int
     poses = clip.camera_from_head[torch.as_tensor(idx)].to(device)
     bgs = torch.stack([clip.background(int(n)) for n in idx]).to(device)
     out = {}
-    for sampler in (["grid", "pdf"] if model.occupancy is not None else ["pdf"]):
+    for sampler in samplers or (["grid", "pdf"] if model.uses_marching() else ["pdf"]):
         times = []
+        n = len(idx) if sampler == "grid" else min(len(idx), batch)  # the pdf sampler is slow: one batch
         for rep in range(2):  # the first pass warms up
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
             evaluated = 0
-            for s in range(0, len(idx), batch):
+            for s in range(0, n, batch):
                 sl = slice(s, s + batch)
                 with torch.no_grad(), autocast(device, precision):
                     img = render_batch(model, clip.K, poses[sl], cond[sl], lat[sl], bgs[sl], sampler=sampler)
@@ -88,12 +90,47 @@ def render_fps(model, sources, device, precision, n_frames: int = 32, batch: int
                 if model.last_march is not None and sampler == "grid":
                     evaluated += model.last_march.evaluated
             times.append(time.perf_counter() - t0)
-        out[sampler] = {"fps": round(len(idx) / times[-1], 2), "frames": len(idx),
-                        "size": list(clip.size)}
+        out[sampler] = {"fps": round(n / times[-1], 2), "frames": n, "size": list(clip.size)}
         if sampler == "grid":
-            out[sampler]["samples_per_frame"] = int(evaluated / len(idx))
-        if sampler == "pdf" and times[-1] > 60:
-            break
+            out[sampler]["samples_per_frame"] = int(evaluated / n)
+    return out
+
+
+RENDER_SETTINGS = {  # name: (occupancy alpha threshold, dilation, min transmittance, march steps)
+    "default": (0.005, True, 1e-3, 256),
+    "a0.01_t0.01": (0.01, True, 1e-2, 256),
+    "a0.02_t0.01_nodil": (0.02, False, 1e-2, 256),
+    "a0.01_t0.01_s128": (0.01, True, 1e-2, 128),
+}
+
+
+def render_sweep(model, sources, device, precision, eval_frames: int, compile_field: bool) -> dict:
+    """Marched rendering under each of RENDER_SETTINGS: frames/s and held-out PSNR."""
+    out = {}
+    steps0 = model.cfg.march_steps
+    fine = model.fine
+    if compile_field:
+        model.fine = torch.compile(fine, dynamic=True)
+        try:
+            render_fps(model, sources, device, precision, n_frames=8, samplers=("grid",))
+        except Exception as exc:  # noqa: BLE001 - a benchmark reports and goes on
+            print(f"torch.compile failed ({type(exc).__name__}: {exc}); sweeping without it", file=sys.stderr)
+            model.fine = fine
+    try:
+        for name, (alpha, dil, tmin, steps) in RENDER_SETTINGS.items():
+            model.cfg.march_steps = steps
+            model.occupancy.set_threshold(alpha, model.march_step, dil)
+            model.march_options = {"min_transmittance": tmin}
+            r = render_fps(model, sources, device, precision, samplers=("grid",))["grid"]
+            r["test_psnr"] = round(test_psnr(model, sources, eval_frames, sampler="grid"), 3)
+            r["occupied_fraction"] = round(float(model.occupancy.fraction()), 4)
+            out[name] = r
+            print(f"render {name}: {r}", file=sys.stderr, flush=True)
+    finally:
+        model.fine = fine
+        model.cfg.march_steps = steps0
+        model.occupancy.set_threshold(0.005, model.march_step, True)
+        model.march_options = {}
     return out
 
 
@@ -115,9 +152,10 @@ def one_run(args) -> dict:
     model = MINeRF(mcfg).to(dev)
     est_rate = 30.0 if fast else 20.0  # steps/s, for the learning-rate schedule's length
     steps = args.steps or int(args.cap_s * est_rate)
-    cfg = TrainConfig(steps=steps, rays=4096 if fast else 2048, frames_per_step=2 if fast else 1,
+    cfg = TrainConfig(steps=steps, rays=args.rays or (4096 if fast else 2048), frames_per_step=2 if fast else 1,
                       lr=1e-3 if fast else 5e-4, lr_final=1e-4 if fast else 5e-5, grid_lr_scale=10.0,
-                      smooth_after=0, val_every=10**9, checkpoint_every=10**9, log_every=50, seed=0)
+                      smooth_after=0, val_every=10**9, checkpoint_every=10**9, log_every=args.log_every, seed=0,
+                      grid_warmup=args.grid_warmup)
     sources = list(enumerate(clips))
     curve: list[dict] = []
     reached: dict[str, float | None] = {f"time_to_{int(t)}db_s": None for t in TARGETS}
@@ -143,11 +181,16 @@ def one_run(args) -> dict:
     peak_train_gpu = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
     model.eval()
     fps = render_fps(model, sources, dev, precision)
+    sweep = render_sweep(model, sources, dev, precision, args.eval_frames, args.compile) if (
+        args.sweep and model.uses_marching()) else None
+    with torch.no_grad():  # the same held-out frames rendered with each sampler
+        by_sampler = {s: round(test_psnr(model, sources, args.eval_frames, sampler=s), 3)
+                      for s in (["grid", "pdf"] if model.uses_marching() else ["pdf"])}
     row = {"run": args.one, "field": field, "identities": len(stores), "frames": sum(c.n_frames for c in clips),
            "steps": result["steps"], "train_s": result["train_s"], "steps_per_s": result["steps_per_s"],
            "rays_per_s": round(result["steps_per_s"] * cfg.rays), **reached,
-           "final_test_psnr": curve[-1]["test_psnr"] if curve else None,
-           "render": fps, "occupied_fraction": None if model.occupancy is None else round(float(model.occupancy.fraction()), 4),
+           "final_test_psnr": curve[-1]["test_psnr"] if curve else None, "test_psnr_by_sampler": by_sampler,
+           "render": fps, "render_sweep": sweep, "occupied_fraction": None if model.occupancy is None else round(float(model.occupancy.fraction()), 4),
            "peak_gpu_gb_train": None if peak_train_gpu is None else round(peak_train_gpu, 2),
            "peak_host_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "curve": curve}
@@ -245,8 +288,13 @@ def main(argv=None) -> int:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-frames", type=int, default=2)
     p.add_argument("--grid", type=int, default=64, help="occupancy grid resolution (0: none)")
+    p.add_argument("--rays", type=int, default=0, help="rays per step (default 4096 fast, 2048 vanilla)")
+    p.add_argument("--grid-warmup", type=int, default=256, help="first occupancy-grid update at this step")
+    p.add_argument("--log-every", type=int, default=50, help="steps between loss reads (and evaluation checks)")
     p.add_argument("--device", default="auto")
     p.add_argument("--flops", action="store_true")
+    p.add_argument("--sweep", action="store_true", help="also time marched rendering under other settings")
+    p.add_argument("--compile", action="store_true", help="torch.compile the field for the sweep")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -260,7 +308,9 @@ def main(argv=None) -> int:
     for run in [r for r in args.runs.split(",") if r]:
         cmd = [sys.executable, __file__, "--one", run, "--out", str(args.out), "--cap-s", str(args.cap_s),
                "--steps", str(args.steps), "--target", str(args.target), "--eval-every", str(args.eval_every),
-               "--eval-frames", str(args.eval_frames), "--grid", str(args.grid), "--device", args.device]
+               "--eval-frames", str(args.eval_frames), "--grid", str(args.grid), "--device", args.device,
+               "--grid-warmup", str(args.grid_warmup), "--log-every", str(args.log_every), "--rays", str(args.rays)]
+        cmd += [f for f, on in (("--sweep", args.sweep), ("--compile", args.compile)) if on]
         for k in ("synth", "real"):
             if getattr(args, k):
                 cmd += [f"--{k}", str(getattr(args, k))]

@@ -37,6 +37,6 @@ cp "$W/run/metrics.csv" "$OUT/train_metrics.csv" 2>/dev/null || true
 MP4=()
 if python3 -c "import imageio_ffmpeg, soundfile" 2>/dev/null; then MP4=(-o "$OUT/lipsync.mp4"); fi
 minerf -q lipsync "$W/run" --id "$NAME" --audio "$DATA/speech.wav" --audio-model "$DATA/audio_model" \
-    --store "$OUT/lipsync.h5" "${MP4[@]}" --jpeg-quality 95 --force > "$OUT/lipsync.json"
+    --store "$OUT/lipsync.h5" ${MP4[@]+"${MP4[@]}"} --jpeg-quality 95 --force > "$OUT/lipsync.json"
 cat "$OUT/lipsync.json"
 ls -la "$OUT"

@@ -62,7 +62,7 @@ def face_box(points: np.ndarray, height: int, width: int, scale: float = FACE_SC
 
 def render_frame(model: MINeRF, K: torch.Tensor, camera_from_head: torch.Tensor, cond: torch.Tensor,
                  latent: torch.Tensor, background: torch.Tensor, region: tuple[int, int, int, int] | None = None,
-                 chunk: int = 16384) -> torch.Tensor:
+                 chunk: int = 16384, sampler: str = "auto") -> torch.Tensor:
     """One image: K (3, 3), camera_from_head (4, 4), cond (C,), latent (L,), background
     (H, W, 3) float in [0, 1] -> (H, W, 3) float. Only pixels whose ray hits the head box
     (and, if given, inside ``region`` [x0, y0, x1, y1)) are rendered; the rest is background."""
@@ -76,7 +76,7 @@ def render_frame(model: MINeRF, K: torch.Tensor, camera_from_head: torch.Tensor,
         inside = torch.zeros_like(hit)
         inside[y0:y1, x0:x1] = True
         hit = hit & inside
-    return model.render_image(o, d, cond, latent, background, chunk=chunk, only=hit)
+    return model.render_image(o, d, cond, latent, background, chunk=chunk, only=hit, sampler=sampler)
 
 
 def render_batch(model: MINeRF, K: torch.Tensor, camera_from_head: torch.Tensor, cond: torch.Tensor,
@@ -111,7 +111,7 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def render_clip_frames(model: MINeRF, video: int, clip: Clip, frames: np.ndarray, smooth: bool,
-                       crop_only: bool = False, chunk: int = 16384):
+                       crop_only: bool = False, chunk: int = 16384, sampler: str = "auto"):
     """Yield (frame index, rendered uint8 (H, W, 3), face box or None) for frames of a
     training video (its own expressions, pose, background; held-out frames use the mean
     latent code). With ``crop_only`` just the face crop is rendered (for PSNR)."""
@@ -126,14 +126,15 @@ def render_clip_frames(model: MINeRF, video: int, clip: Clip, frames: np.ndarray
         box = face_box(clip.landmarks[n], H, W)
         region = box if crop_only else None
         img = render_frame(model, clip.K, clip.camera_from_head[n], cond_all[n], lat_all[n],
-                           clip.background(int(n)).to(dev), region=region, chunk=chunk)
+                           clip.background(int(n)).to(dev), region=region, chunk=chunk, sampler=sampler)
         yield int(n), to_uint8(img), box
 
 
-def face_psnr(model: MINeRF, video: int, clip: Clip, frames: np.ndarray, smooth: bool) -> float | None:
+def face_psnr(model: MINeRF, video: int, clip: Clip, frames: np.ndarray, smooth: bool,
+              sampler: str = "auto") -> float | None:
     """Mean face-crop PSNR (dB) over ``frames`` of a training video (None if no frame)."""
     values = []
-    for n, img, box in render_clip_frames(model, video, clip, frames, smooth, crop_only=True):
+    for n, img, box in render_clip_frames(model, video, clip, frames, smooth, crop_only=True, sampler=sampler):
         if box is None:
             continue
         x0, y0, x1, y1 = box

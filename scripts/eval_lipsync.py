@@ -36,7 +36,7 @@ def sh(*args: str) -> str:
     res = subprocess.run([sys.executable, "-m", "minerf_cli.app", "-q", *map(str, args)], capture_output=True,
                          text=True)
     if res.returncode != 0:
-        sys.exit(f"minerf {' '.join(map(str, args))} failed ({res.returncode}): {res.stderr.strip()[-800:]}")
+        raise RuntimeError(f"minerf {' '.join(map(str, args))} failed ({res.returncode}): {res.stderr.strip()[-800:]}")
     return res.stdout
 
 
@@ -142,8 +142,13 @@ def main() -> None:
     tracked = work / "retracked.h5"
     if tracked.exists():
         tracked.unlink()
-    prep = json.loads(sh("prep", mp4, "-o", tracked, "--size", size, "--min-valid", "0.5"))
-    sh("fit3dmm", tracked)
+    try:
+        prep = json.loads(sh("prep", mp4, "-o", tracked, "--size", size, "--min-valid", "0.5"))
+        sh("fit3dmm", tracked)
+    except RuntimeError as exc:  # e.g. no face found in the rendered frames
+        result["retrack"] = {"error": str(exc)}
+        print(json.dumps(result))
+        sys.exit(1)
     with h5py.File(tracked) as f:
         tn = names_of(f["tracking"].attrs["expression_names"])
         te = f["tracking/expression"][()]

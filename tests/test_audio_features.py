@@ -311,3 +311,26 @@ def test_video_without_audio_has_no_audio_stream(tmp_path):
     res = runner.invoke(app, ["encode-audio", str(video), "--fps", "25", "-o", str(tmp_path / "a.h5")])
     assert res.exit_code == 1 and "no audio stream" in res.output
     assert _files(tmp_path) == ["mute.mp4"]
+
+
+@pytest.mark.parametrize("subtype,channels", [("PCM_16", 1), ("PCM_24", 2), ("FLOAT", 1), ("PCM_U8", 1)])
+def test_wav_fallback_without_soundfile(tmp_path, monkeypatch, subtype, channels):
+    """Plain PCM wav loads without soundfile (the GPU image lacks it): same samples."""
+    import sys
+
+    import soundfile as sf
+
+    from minerf_cli.audio import load_audio, read_wav_fallback
+
+    t = np.arange(4410) / 22050
+    x = 0.5 * np.sin(2 * np.pi * 300 * t)[:, None] * np.ones((1, channels))
+    p = tmp_path / "a.wav"
+    sf.write(p, x.astype(np.float32), 22050, subtype=subtype)
+    ref, rate = sf.read(p, dtype="float32", always_2d=True)
+    got, rate2 = read_wav_fallback(p)
+    assert rate2 == rate and got.shape == ref.shape
+    assert np.abs(got - ref).max() < 1e-2
+    want = load_audio(p).pcm
+    monkeypatch.setitem(sys.modules, "soundfile", None)
+    a = load_audio(p)
+    assert a.reader == "wavfile" and np.abs(a.pcm - want).max() < 1e-2

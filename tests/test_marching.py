@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,3 +140,71 @@ def test_cell_points_lie_in_their_cells():
     pts = grid.cell_points(torch.Generator().manual_seed(0))
     idx, inside = grid.cell_index(pts)
     assert inside.all() and torch.equal(idx, torch.arange(64))
+
+
+# -- the model and the training loop ----------------------------------------------------------------
+
+class _Clip:
+    """What GridUpdater reads from a clip."""
+
+    def __init__(self, n=6, d=5):
+        self.train_idx = np.arange(n - 1)
+        self.expression = torch.rand(n, d)
+
+
+def _tiny_model(grid=8):
+    from minerf_cli.nerf.model import MINeRF, ModelConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(field="fast", expr_dim=5, latent_dim=4, frames_per_video=[6, 6], n_coarse=8, n_fine=8,
+                      shared_field=True, occupancy_resolution=grid,
+                      field_options={"log2_table": 10, "max_res": 32, "levels": 2, "hidden": 8, "color_hidden": 8})
+    return MINeRF(cfg)
+
+
+def test_grid_updater_schedule_and_the_checkpointed_grid():
+    from minerf_cli.nerf.model import MINeRF, ModelConfig
+    from minerf_cli.training import GridUpdater, TrainConfig
+
+    model = _tiny_model()
+    cfg = TrainConfig(grid_warmup=4, grid_every=3)
+    up = GridUpdater(model, [(0, _Clip()), (1, _Clip())], cfg, torch.device("cpu"), "fp32")
+    assert [s for s in range(12) if up.due(s)] == [4, 7, 10]
+    assert not model.uses_marching("auto") and model.uses_marching("grid")  # never updated: auto keeps pdf
+    with torch.no_grad():  # a density bump near the origin and nothing elsewhere
+        model.fine.density_out.bias[0] = -30.0
+    up.update(4)
+    assert int(model.occupancy.updates) == 1 and not model.occupancy.occupied.any()
+    assert model.uses_marching("auto")
+    model.occupancy.occupied[3:5, 3:5, 3:5] = True
+    state = model.state_dict()
+    assert "occupancy.density" in state and "occupancy.occupied" in state
+    again = _tiny_model()
+    again.load_state_dict(state)
+    assert torch.equal(again.occupancy.occupied, model.occupancy.occupied) and int(again.occupancy.updates) == 1
+    # a run config from before the grid existed builds a model without one
+    old = ModelConfig.from_dict({k: v for k, v in model.cfg.to_dict().items() if k != "occupancy_resolution"})
+    assert MINeRF(old).occupancy is None
+
+
+def test_marched_and_pdf_rendering_agree_on_empty_space():
+    from minerf_cli.nerf.rays import head_rays
+
+    model = _tiny_model().eval()
+    K = torch.tensor([[200.0, 0, 64], [0, 200.0, 64], [0, 0, 1]])
+    pose = torch.eye(4)
+    pose[2, 3] = 60.0
+    pose[1, 1] = pose[2, 2] = -1.0  # camera looks at the face (+z towards the viewer)
+    i, j = torch.meshgrid(torch.arange(0, 128, 16), torch.arange(0, 128, 16), indexing="ij")
+    o, d = head_rays(K, pose, torch.stack([i, j], -1).reshape(-1, 2))
+    bg = torch.rand(len(o), 3)
+    cond = torch.randn(model.conditioning.out_dim)
+    lat = torch.randn(4)
+    model.occupancy.updates += 1  # "updated", nothing occupied: marching renders the background only
+    model.occupancy.occupied.zero_()
+    out = model.render_pixels(o, d, cond, lat, bg, sampler="grid")
+    assert torch.equal(out, bg) and model.last_march.evaluated == 0
+    with torch.no_grad():  # a field with no density anywhere: the pdf sampler agrees
+        model.fine.density_out.bias[0] = -60.0
+    pdf = model.render_pixels(o, d, cond, lat, bg, sampler="pdf")
+    assert torch.allclose(pdf, bg, atol=1e-5)

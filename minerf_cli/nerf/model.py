@@ -18,7 +18,7 @@ L latent dim, d expression dim.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field as dc_field
+from dataclasses import asdict, astuple, dataclass, field as dc_field
 
 import torch
 from torch import nn
@@ -101,6 +101,7 @@ class MINeRF(nn.Module):
         if cfg.occupancy_resolution > 0:
             self.occupancy = OccupancyGrid(cfg.box_min, cfg.box_max, cfg.occupancy_resolution, step=self.march_step)
         self.last_march: MarchStats | None = None
+        self.march_options: dict = {}  # march_render keywords (per_round, min_transmittance) for rendering
 
     @property
     def march_step(self) -> float:
@@ -172,24 +173,30 @@ class MINeRF(nn.Module):
         near, far, hit = near_far_box(origins, dirs, self.cfg.box_min, self.cfg.box_max)
         far = torch.where(hit, far, near)
         rgb, opacity, self.last_march = march_render(self.fine, self.occupancy, origins, dirs, near, far, cond,
-                                                     latent, background, self.march_step, self.cfg.march_steps)
+                                                     latent, background, self.march_step, self.cfg.march_steps,
+                                                     **self.march_options)
         return {"rgb": rgb, "opacity": opacity}
 
     def uses_marching(self, sampler: str = "auto") -> bool:
         """Whether rendering goes through the occupancy grid: ``sampler`` "grid", or "auto"
-        when the model has a grid; "pdf" forces the training-time coarse + fine sampling."""
+        when the model has a grid that training has updated at least once (a grid that
+        never was knows nothing: "auto" then keeps the training-time sampler); "pdf" forces
+        the training-time coarse + fine sampling."""
         if sampler not in ("auto", "grid", "pdf"):
             raise ValueError(f"unknown sampler {sampler!r}; expected auto, grid or pdf")
         if sampler == "grid" and self.occupancy is None:
             raise RuntimeError("this model has no occupancy grid (trained before minerf had one); use the pdf sampler")
-        return sampler != "pdf" and self.occupancy is not None
+        if sampler == "auto":
+            return self.occupancy is not None and int(self.occupancy.updates) > 0
+        return sampler == "grid"
 
     @torch.no_grad()
     def render_pixels(self, origins: torch.Tensor, dirs: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor,
                       background: torch.Tensor, chunk: int = 8192, sampler: str = "auto") -> torch.Tensor:
         """Render rays (N, 3) in chunks of ``chunk`` rays (no gradient, no jitter) with codes
         (N, C) / (N, L) per ray or shared (C,) / (L,) over background (N, 3) -> (N, 3) float32.
-        With the occupancy grid (:meth:`uses_marching`) chunks can be much larger."""
+        With the occupancy grid (:meth:`uses_marching`) chunks are at least ``MARCH_CHUNK``
+        rays and ``self.last_march`` sums the sample counts of all of them."""
         marched = self.uses_marching(sampler)
         if marched:
             chunk = max(chunk, MARCH_CHUNK)
@@ -200,7 +207,10 @@ class MINeRF(nn.Module):
             lat = latent if latent.dim() == 1 else latent[sl]
             bg = background[sl].float()
             if marched:
+                before = self.last_march if s else None
                 out[sl] = self.render_rays_marched(origins[sl], dirs[sl], c, lat, bg)["rgb"]
+                if before is not None:  # the counts of the whole call
+                    self.last_march = MarchStats(*(a + b for a, b in zip(astuple(before), astuple(self.last_march))))
             else:
                 out[sl] = self.render_rays(origins[sl], dirs[sl], c, lat, bg, perturb=False)["rgb"].float()
         return out

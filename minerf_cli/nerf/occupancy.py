@@ -89,6 +89,14 @@ class OccupancyGrid(nn.Module):
         """Share of occupied cells, a 0-d tensor (no host sync)."""
         return self.occupied.float().mean()
 
+    def set_threshold(self, alpha_threshold: float, step: float, dilation: bool = True) -> None:
+        """Re-derive ``occupied`` from the sampled densities for another opacity threshold
+        or marching step (rendering settings); a grid never updated stays all-occupied."""
+        self.sigma_threshold = sigma_threshold(alpha_threshold, step)
+        if int(self.updates) > 0:
+            occ = self.density > self.sigma_threshold
+            self.occupied.copy_(dilate(occ) if dilation else occ)
+
     # -- updates --------------------------------------------------------------------------
     def cell_points(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """One uniformly random point in every cell -> (G^3, 3) head space, cell order of
