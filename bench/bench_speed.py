@@ -137,7 +137,7 @@ def render_sweep(model, sources, device, precision, eval_frames: int, compile_fi
 def one_run(args) -> dict:
     from minerf_cli.devices import resolve_device, resolve_precision
     from minerf_cli.nerf.model import MINeRF, ModelConfig
-    from minerf_cli.train import FIELD_DEFAULTS, load_sources
+    from minerf_cli.train import FIELD_DEFAULTS, FIELD_OPTIONS, load_sources
     from minerf_cli.training import TrainConfig, fit
 
     field, data = args.one.split(":")
@@ -147,7 +147,8 @@ def one_run(args) -> dict:
     clips = load_sources(stores, dev)
     torch.manual_seed(0)
     fast = field == "fast"
-    mcfg = ModelConfig(field=field, **FIELD_DEFAULTS[field], expr_dim=clips[0].expression.shape[1],
+    mcfg = ModelConfig(field=field, **FIELD_DEFAULTS[field], field_options=dict(FIELD_OPTIONS[field]),
+                       expr_dim=clips[0].expression.shape[1],
                        frames_per_video=[c.n_frames for c in clips], occupancy_resolution=args.grid)
     model = MINeRF(mcfg).to(dev)
     est_rate = 30.0 if fast else 20.0  # steps/s, for the learning-rate schedule's length
@@ -171,7 +172,8 @@ def one_run(args) -> dict:
             key = f"time_to_{int(t)}db_s"
             if reached[key] is None and psnr >= t:
                 reached[key] = round(train_s, 2)
-        return train_s >= args.cap_s or (reached[f"time_to_{int(args.target)}db_s"] is not None)
+        return train_s >= args.cap_s or (reached[f"time_to_{int(args.target)}db_s"] is not None
+                                         and train_s >= args.min_s)
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -285,6 +287,7 @@ def main(argv=None) -> int:
     p.add_argument("--cap-s", type=float, default=240.0, help="training seconds per run at most")
     p.add_argument("--steps", type=int, default=0, help="schedule length (default: cap-s x 30 fast, x 20 vanilla)")
     p.add_argument("--target", type=float, default=28.0)
+    p.add_argument("--min-s", type=float, default=0.0, help="train at least this long even once the target is reached")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-frames", type=int, default=2)
     p.add_argument("--grid", type=int, default=64, help="occupancy grid resolution (0: none)")
@@ -307,7 +310,7 @@ def main(argv=None) -> int:
         print(json.dumps(extra), file=sys.stderr, flush=True)
     for run in [r for r in args.runs.split(",") if r]:
         cmd = [sys.executable, __file__, "--one", run, "--out", str(args.out), "--cap-s", str(args.cap_s),
-               "--steps", str(args.steps), "--target", str(args.target), "--eval-every", str(args.eval_every),
+               "--steps", str(args.steps), "--target", str(args.target), "--min-s", str(args.min_s), "--eval-every", str(args.eval_every),
                "--eval-frames", str(args.eval_frames), "--grid", str(args.grid), "--device", args.device,
                "--grid-warmup", str(args.grid_warmup), "--log-every", str(args.log_every), "--rays", str(args.rays)]
         cmd += [f for f, on in (("--sweep", args.sweep), ("--compile", args.compile)) if on]

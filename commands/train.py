@@ -52,7 +52,7 @@ def train(
     Example: minerf train --ids stores/ -o runs/multi --field fast --steps 20000 | jq .mean_test_psnr
     """
     from minerf_cli.nerf.model import ModelConfig
-    from minerf_cli.train import FIELD_DEFAULTS, train as train_run
+    from minerf_cli.train import FIELD_DEFAULTS, FIELD_OPTIONS, train as train_run
     from minerf_cli.training import TrainConfig
 
     inputs = [*(ids or []), *(stores or [])]
@@ -76,7 +76,7 @@ def train(
     if samples:
         defaults["n_coarse"], defaults["n_fine"] = parse_samples(samples)
     model_cfg = ModelConfig(module=module.lower(), latent_dim=latent_dim, rank=rank, field=field,
-                            field_options=parse_field_options(field, field_option or []),
+                            field_options={**FIELD_OPTIONS[field], **parse_field_options(field, field_option or [])},
                             occupancy_resolution=occupancy_grid, **defaults)
     cfg = TrainConfig(steps=steps or 20000, rays=rays, frames_per_step=frames_per_step, lr=lr, lr_final=lr_final,
                       grid_lr_scale=grid_lr_scale,

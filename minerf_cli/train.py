@@ -21,6 +21,8 @@ from .training import TrainConfig, fit, smoothing_active, test_report
 FIELD_DEFAULTS = {"vanilla": {"n_coarse": 64, "n_fine": 128, "shared_field": False},
                   "fast": {"n_coarse": 64, "n_fine": 64, "shared_field": True}}
 
+# Field constructor options new runs get (recorded in their config, so older runs keep theirs).
+FIELD_OPTIONS = {"vanilla": {"density_activation": "softplus"}, "fast": {}}
 DEFAULT_GRID_CUDA, DEFAULT_GRID_CPU = 64, 32  # occupancy grid cells per axis (the CPU's updates cost 8x less)
 
 
