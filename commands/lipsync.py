@@ -21,6 +21,7 @@ def lipsync(
     store_out: Optional[Path] = typer.Option(None, "--store", help="Also write the frames (and what they were asked to show) as a minerf store."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Render at most this many frames (the speech is cut to them)."),
     target_store: Optional[Path] = typer.Option(None, "--target-store", help="NAME's store, if it moved since training."),
+    latent: str = typer.Option("mean", "--latent", help="Latent codes: mean (the identity's mean code: the mouth follows the driving expressions) or frame (each target frame's own code: closer to the original frames, whose mouth can show through)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA), bf16, tf32 or fp32."),
     jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", min=1, max=100, help="Store --store frames as JPEG of this quality [default: lossless]."),
@@ -39,7 +40,7 @@ def lipsync(
     from minerf_cli.lipsync import lipsync as run_lipsync
 
     emit_json(run_lipsync(run, name, speech, audio_model, output=output, png_dir=png_dir, store_out=store_out,
-                          target_override=target_store, device=device, precision=precision, force=force, crf=crf,
+                          target_override=target_store, latent=latent, device=device, precision=precision, force=force, crf=crf,
                           jpeg_quality=jpeg_quality, max_frames=max_frames))
 
 

@@ -24,6 +24,7 @@ def transfer(
     speech: Optional[Path] = typer.Option(None, "--audio", help="Joint driving: the mouth and jaw come from this speech (with --audio-model), the rest from the source."),
     audio_model: Optional[Path] = typer.Option(None, "--audio-model", help="Audio model directory (`minerf encode-audio --fit`) for --audio."),
     target_store: Optional[Path] = typer.Option(None, "--target-store", help="NAME's store, if it moved since training."),
+    latent: str = typer.Option("mean", "--latent", help="Latent codes: mean (the identity's mean code: the mouth follows the driving expressions) or frame (each target frame's own code: closer to the original frames, whose mouth can show through)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA), bf16, tf32 or fp32."),
     jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", min=1, max=100, help="Store --store frames as JPEG of this quality [default: lossless]."),
@@ -42,7 +43,7 @@ def transfer(
     from minerf_cli.transfer import transfer as run_transfer
 
     emit_json(run_transfer(run, name, source, output=output, png_dir=png_dir, store_out=store_out, frames=frames,
-                           pose=pose, side_by_side=side_by_side, target_override=target_store, device=device,
+                           pose=pose, side_by_side=side_by_side, target_override=target_store, latent=latent, device=device,
                            precision=precision, force=force, crf=crf, jpeg_quality=jpeg_quality,
                            speech=speech, audio_model=audio_model))
 

@@ -22,7 +22,7 @@ from .transfer import audio_mouth, check_outputs, open_target, pingpong, render_
 def lipsync(run: Path, name: str, speech: Path, audio_model: Path, output: Path | None = None,
             png_dir: Path | None = None, store_out: Path | None = None, target_override: Path | None = None,
             device: str = "auto", precision: str = "auto", force: bool = False, crf: int = 18,
-            jpeg_quality: int | None = None, max_frames: int | None = None) -> dict:
+            jpeg_quality: int | None = None, max_frames: int | None = None, latent: str = "mean") -> dict:
     """Render NAME lip-synced to ``speech``; returns the JSON summary."""
     check_outputs(output, png_dir, store_out, force)
     t0 = time.perf_counter()
@@ -36,7 +36,7 @@ def lipsync(run: Path, name: str, speech: Path, audio_model: Path, output: Path 
     expr = clip.expression[idx].clone()
     expr[:, cols] = torch.as_tensor(mouth, dtype=expr.dtype, device=dev)
     poses = clip.camera_from_head[idx]
-    frames, seconds = render_sequence(t, expr, t_idx, poses, "lipsync")
+    frames, seconds = render_sequence(t, expr, t_idx, poses, "lipsync", latent=latent)
     n_samples = int(round(n * 16000 / clip.fps))
     audio = np.pad(pcm[:n_samples], (0, max(0, n_samples - len(pcm))))
     written = write_outputs(frames, frames, clip.fps, audio, clip.path, t_idx, t_idx, output, png_dir, store_out,

@@ -35,6 +35,12 @@ from .output import log, progress_bar
 from .rendering import frame_latents, render_batch, sequence_codes, to_uint8
 
 POSES = ("target", "source")
+# Latent codes of the rendered frames. "mean": the identity's mean training code for every
+# frame (the per-frame codes also learn what the expression did not explain -- on a real
+# clip the mouth: a lipsync rendered with the target frames' own codes followed those
+# frames' mouths, re-tracked jawOpen r 0.52, and not the speech, r 0.03); "frame": each
+# target frame's own code (held-out frames get the mean), closer to the original frames.
+LATENTS = ("mean", "frame")
 RENDER_BATCH_CUDA = 8  # frames rendered together on a GPU (one field call sees all their rays)
 
 
@@ -128,14 +134,19 @@ def check_outputs(output: Path | None, png_dir: Path | None, store_out: Path | N
 
 
 def render_sequence(t: Target, expressions: torch.Tensor, t_idx: np.ndarray, poses: torch.Tensor,
-                    label: str, chunk: int = 32768, batch: int | None = None) -> tuple[list[np.ndarray], float]:
+                    label: str, chunk: int = 32768, batch: int | None = None,
+                    latent: str = "mean") -> tuple[list[np.ndarray], float]:
     """Render identity t.video with expressions (n, d) over the target frames t_idx (n,)
     (backgrounds, latent codes) at poses (n, 4, 4) -> (n uint8 frames, seconds spent
     rendering: the model's time, from the frames' backgrounds on the device to the uint8
-    frames on the host). ``batch`` frames render together (default 8 on CUDA, 1 on CPU)."""
+    frames on the host). ``batch`` frames render together (default 8 on CUDA, 1 on CPU).
+    ``latent``: see :data:`LATENTS`."""
+    if latent not in LATENTS:
+        raise UsageError(f"--latent {latent!r}: expected one of {', '.join(LATENTS)}")
     model, dev = t.model, t.device
     with torch.no_grad():
-        latents = frame_latents(model, t.video, t_idx, t.clip.train_idx)
+        held_out = np.full(len(t_idx), t.clip.n_frames, dtype=np.int64)  # no own code: the mean
+        latents = frame_latents(model, t.video, t_idx if latent == "frame" else held_out, t.clip.train_idx)
         cond, lat = sequence_codes(model, expressions.to(dev), t.video, latents, t.smooth)
     frames: list[np.ndarray] = []
     seconds = 0.0
@@ -191,7 +202,8 @@ def transfer(run: Path, name: str, source_path: Path, output: Path | None = None
              store_out: Path | None = None, frames: str | None = None, pose: str = "target",
              side_by_side: bool = False, target_override: Path | None = None, device: str = "auto",
              precision: str = "auto", force: bool = False, chunk: int = 32768, crf: int = 18,
-             jpeg_quality: int | None = None, speech: Path | None = None, audio_model: Path | None = None) -> dict:
+             jpeg_quality: int | None = None, speech: Path | None = None, audio_model: Path | None = None,
+             latent: str = "mean") -> dict:
     """Render NAME driven by ``source_path``; returns the JSON summary.
 
     Joint driving (JEAN): with ``speech`` and ``audio_model`` the mouth and jaw blendshapes
@@ -221,7 +233,7 @@ def transfer(run: Path, name: str, source_path: Path, output: Path | None = None
         audio = _audio_segment(source, s_idx)
     poses = (target.camera_from_head[torch.as_tensor(t_idx, device=dev)] if pose == "target"
              else source.camera_from_head[torch.as_tensor(s_idx, device=dev)])
-    rendered, t_render = render_sequence(t, expr, t_idx, poses, "transfer", chunk)
+    rendered, t_render = render_sequence(t, expr, t_idx, poses, "transfer", chunk, latent=latent)
     review = rendered
     if side_by_side:  # the mp4 and PNGs only; a --store always holds the rendered frames alone
         review = [np.concatenate([source.frame(int(s)).cpu().numpy(), r], 1) for s, r in zip(s_idx, rendered)]

@@ -104,3 +104,15 @@ def test_bad_speech_inputs(setup, tmp_path):
                               "--audio", str(setup["speech"]), "--store", str(tmp_path / "y.h5")])
     assert res.exit_code == 2 and "--audio-model" in res.output
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_latent_codes_mean_by_default_or_the_frames_own(setup, tmp_path):
+    base = ["transfer", setup["run"], "--id", "id01", "--from", setup["stores"][1], "--frames", "0:3", "--device", "cpu"]
+    ok([*base, "--store", tmp_path / "mean.h5"])
+    ok([*base, "--store", tmp_path / "own.h5", "--latent", "frame"])
+    with h5py.File(tmp_path / "mean.h5") as a, h5py.File(tmp_path / "own.h5") as b:
+        fa, fb = a["frames"][...], b["frames"][...]
+    assert fa.shape == fb.shape and not np.array_equal(fa, fb)  # training frames 0-2 have codes of their own
+    res = runner.invoke(app, ["-q", *map(str, base), "--store", str(tmp_path / "x.h5"), "--latent", "own"])
+    assert res.exit_code == 2 and "--latent" in res.output and "mean, frame" in res.output
+    assert not (tmp_path / "x.h5").exists()
