@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .transfer import audio_mouth, check_outputs, open_target, pingpong, render_sequence, write_outputs
+from .transfer import audio_mouth, check_outputs, drive_mouth, open_target, pingpong, render_sequence, write_outputs
 
 
 def lipsync(run: Path, name: str, speech: Path, audio_model: Path, output: Path | None = None,
@@ -33,8 +33,7 @@ def lipsync(run: Path, name: str, speech: Path, audio_model: Path, output: Path 
     duration = len(pcm) / 16000
     t_idx = pingpong(np.arange(n), clip.n_frames)
     idx = torch.as_tensor(t_idx, device=dev)
-    expr = clip.expression[idx].clone()
-    expr[:, cols] = torch.as_tensor(mouth, dtype=expr.dtype, device=dev)
+    expr = drive_mouth(clip.expression[idx], mouth, cols, clip)
     poses = clip.camera_from_head[idx]
     frames, seconds = render_sequence(t, expr, t_idx, poses, "lipsync", latent=latent)
     n_samples = int(round(n * 16000 / clip.fps))

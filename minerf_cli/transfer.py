@@ -168,6 +168,29 @@ def render_sequence(t: Target, expressions: torch.Tensor, t_idx: np.ndarray, pos
     return frames, seconds
 
 
+LOWER_FACE = ("jaw", "mouth", "cheekPuff")  # expression-name prefixes of the lower face
+
+
+def drive_mouth(expr: torch.Tensor, mouth: np.ndarray, cols: list[int], speaker: Clip) -> torch.Tensor:
+    """Expressions (n, d) with the lower face driven by speech: the predicted mouth/jaw
+    blendshapes (n, m) into ``cols``; every other lower-face blendshape (LOWER_FACE: jaw
+    sideways, lip roll, press, lower-lip down, ...) set to the speaker's mean over its
+    training frames, because taken from the clip they carry the clip's own mouth motion (a
+    lipsync whose mouthLowerDown etc. came from the original frames followed those frames,
+    not the speech). The upper face is left as given."""
+    from .facemodel import load_face_model
+
+    names = list(load_face_model().expression_names)
+    out = expr.clone()
+    if len(names) == out.shape[1]:
+        lower = [k for k, n in enumerate(names) if n.startswith(LOWER_FACE) and k not in cols]
+        idx = torch.as_tensor(speaker.train_idx, device=speaker.expression.device)
+        mean = speaker.expression[idx].mean(0).to(out.device, out.dtype)
+        out[:, lower] = mean[lower]
+    out[:, cols] = torch.as_tensor(mouth, dtype=out.dtype, device=out.device)
+    return out
+
+
 def audio_mouth(audio_model: Path, speech: Path, fps: float, n_frames: int | None, device: torch.device,
                 cover: bool = False, speaker: Clip | None = None):
     """Mouth/jaw blendshapes predicted from a speech file -> (pcm 16 kHz, predictions (n, m),
@@ -226,8 +249,8 @@ def transfer(run: Path, name: str, source_path: Path, output: Path | None = None
     audio = None
     if speech is not None:
         pcm, mouth, cols = audio_mouth(audio_model, speech, source.fps, len(s_idx), dev, speaker=target)
-        s_idx, t_idx, expr = s_idx[: len(mouth)], t_idx[: len(mouth)], expr[: len(mouth)]
-        expr[:, cols] = torch.as_tensor(mouth, dtype=expr.dtype, device=dev)
+        s_idx, t_idx = s_idx[: len(mouth)], t_idx[: len(mouth)]
+        expr = drive_mouth(expr[: len(mouth)], mouth, cols, target)
         audio = pcm[: int(round(len(s_idx) * 16000 / source.fps))]
     elif bool(np.all(np.diff(s_idx) == 1)):
         audio = _audio_segment(source, s_idx)
