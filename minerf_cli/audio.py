@@ -95,42 +95,25 @@ def _ffmpeg_has_audio(path: Path) -> None:
 
 def read_wav_fallback(path: Path) -> tuple[np.ndarray, int] | None:
     """A plain wav (PCM 8/16/24/32-bit or float) -> ((S, C) float32 in [-1, 1], rate) without
-    soundfile (scipy.io.wavfile, else the stdlib ``wave`` module); None if it is not one."""
+    soundfile, by scipy.io.wavfile (24-bit comes left-justified in int32); None if it is not one."""
+    import warnings as _w  # noqa: PLC0415
+
+    from scipy.io import wavfile  # noqa: PLC0415
+
     try:
-        from scipy.io import wavfile  # noqa: PLC0415
-
-        import warnings as _w  # noqa: PLC0415
-
         with _w.catch_warnings():
             _w.simplefilter("ignore")
             sr, x = wavfile.read(str(path))
-        x = np.asarray(x)
-        if x.dtype.kind == "f":
-            x = x.astype(np.float32)
-        elif x.dtype == np.uint8:
-            x = (x.astype(np.float32) - 128.0) / 128.0
-        else:
-            x = x.astype(np.float32) / float(2 ** (8 * x.dtype.itemsize - 1))
-        return (x[:, None] if x.ndim == 1 else x), int(sr)
-    except Exception:  # noqa: BLE001 - not a wav scipy reads: try the stdlib
-        pass
-    import wave  # noqa: PLC0415
-
-    try:
-        with wave.open(str(path), "rb") as w:
-            ch, width, sr, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-            raw = w.readframes(n)
-    except (wave.Error, EOFError, OSError):
+    except (ValueError, OSError, EOFError):
         return None
-    if width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
-        x = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16))
-        x = np.where(x >= 1 << 23, x - (1 << 24), x).astype(np.float32) / float(1 << 23)
-    elif width == 1:
-        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    x = np.asarray(x)
+    if x.dtype.kind == "f":
+        x = x.astype(np.float32)
+    elif x.dtype == np.uint8:
+        x = (x.astype(np.float32) - 128.0) / 128.0
     else:
-        x = np.frombuffer(raw, {2: "<i2", 4: "<i4"}[width]).astype(np.float32) / float(2 ** (8 * width - 1))
-    return x.reshape(-1, ch), int(sr)
+        x = x.astype(np.float32) / float(2 ** (8 * x.dtype.itemsize - 1))
+    return (x[:, None] if x.ndim == 1 else x), int(sr)
 
 
 def load_audio(path: Path, rate: int = SAMPLE_RATE) -> Audio:
