@@ -61,7 +61,8 @@ def synth(
     if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
         raise UsageError(f"--jpeg-quality must be in 1..100 (got {jpeg_quality})")
     # heavy (scipy, h5py): imported only when the command runs
-    from minerf_cli.synth import synthesize, synthesize_stores
+    from minerf_cli.synth import synthesize
+    from minerf_cli.synth_store import synthesize_stores
 
     total = ids * max(int(round(seconds * fps)), 1)
     t0 = time.perf_counter()

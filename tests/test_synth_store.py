@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from minerf_cli import raster, store, synth
+from minerf_cli import raster, store, synth, synth_store
 from minerf_cli.app import app
 from minerf_cli.clips import load_clip
 from minerf_cli.facemodel import load_face_model
@@ -39,11 +39,11 @@ def ok(res) -> dict:
 @pytest.fixture(scope="module")
 def one(tmp_path_factory) -> dict:
     path = tmp_path_factory.mktemp("synth_store") / "a.h5"
-    summary = synth.synthesize_store(path, identity_seed=5, seconds=SECONDS, size=SIZE, fps=FPS)
+    summary = synth_store.synthesize_store(path, identity_seed=5, seconds=SECONDS, size=SIZE, fps=FPS)
     plan = synth.clip_plan(5, SECONDS, SIZE, FPS)
     renderer = HeadRenderer(plan["look"], SIZE)
     return {"path": path, "summary": summary, "plan": plan, "renderer": renderer,
-            "cams": synth.cameras(plan, renderer)}
+            "cams": synth_store.cameras(plan, renderer)}
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_the_store_path_imports_no_ffmpeg_mediapipe_or_soundfile(tmp_path):
         "import sys\n"
         "for name in ('imageio_ffmpeg', 'mediapipe', 'soundfile'):\n"
         "    sys.modules[name] = None  # any import of them fails\n"
-        "from minerf_cli.synth import synthesize_stores\n"
+        "from minerf_cli.synth_store import synthesize_stores\n"
         f"s = synthesize_stores({str(tmp_path)!r}, ids=1, seconds=0.08, size=64)\n"
         "assert s[0]['frames'] == 2\n"
         "print('ok')\n"
@@ -160,7 +160,7 @@ def test_the_store_path_imports_no_ffmpeg_mediapipe_or_soundfile(tmp_path):
 
 def test_jpeg_and_parallel_stores_equal_serial_ones(cli_stores, tmp_path):
     # two jobs (processes) give the same stores as one; JPEG frames decode close to them
-    par = synth.synthesize_stores(tmp_path / "par", ids=2, seconds=SECONDS, size=SIZE, seed=4, jobs=2,
+    par = synth_store.synthesize_stores(tmp_path / "par", ids=2, seconds=SECONDS, size=SIZE, seed=4, jobs=2,
                                   jpeg_quality=95)
     assert [Path(s["store"]).name for s in par] == ["synth_id00.h5", "synth_id01.h5"]
     for s in par:
