@@ -24,7 +24,7 @@ def lipsync(run: Path, name: str, speech: Path, audio_model: Path, output: Path 
             device: str = "auto", precision: str = "auto", force: bool = False, crf: int = 18,
             jpeg_quality: int | None = None, max_frames: int | None = None, latent: str = "mean") -> dict:
     """Render NAME lip-synced to ``speech``; returns the JSON summary."""
-    check_outputs(output, png_dir, store_out, force)
+    check_outputs(output, png_dir, store_out, force, latent)
     t0 = time.perf_counter()
     t = open_target(run, name, target_override, device, precision)
     clip, dev = t.clip, t.device

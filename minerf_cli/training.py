@@ -341,16 +341,17 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
             last = {"loss": mean_loss, "psnr": train_psnr}
             test_psnr = None
             t_eval = time.perf_counter()
+            train_s = t_eval - t0 - eval_s  # this session's training time: evaluation so far excluded
             if step % cfg.val_every == 0 or step == cfg.steps:
                 test_psnr = validation_images(model, run, step, sources, smooth)
             wall = wall0 + time.perf_counter() - t0
             metrics.write({"step": step, "wall_s": round(wall, 3), "lr": f"{lr:.4g}", "loss": f"{mean_loss:.6g}",
                            "psnr": round(train_psnr, 3), "test_psnr": None if test_psnr is None else round(test_psnr, 3),
-                           "train_s": round(time.perf_counter() - t0 - eval_s - (time.perf_counter() - t_eval), 3),
+                           "train_s": round(train_s, 3),
                            "occupied": None if grid is None else round(float(model.occupancy.fraction()), 4)})
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 runs.save_checkpoint(run, step, model, optimizer)
-            stop = callback is not None and callback(step, time.perf_counter() - t0 - eval_s - (time.perf_counter() - t_eval))
+            stop = callback is not None and callback(step, train_s)
             eval_s += time.perf_counter() - t_eval
             bar.update(task, completed=step, info=f"loss {mean_loss:.4f} psnr {train_psnr:.2f}"
                        + (f" val {test_psnr:.2f}" if test_psnr is not None else ""))

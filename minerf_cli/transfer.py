@@ -123,7 +123,11 @@ def open_target(run: Path, name: str, target_override: Path | None = None, devic
     return Target(model, cfg, video, clip, smooth, dev, prec)
 
 
-def check_outputs(output: Path | None, png_dir: Path | None, store_out: Path | None, force: bool) -> None:
+def check_outputs(output: Path | None, png_dir: Path | None, store_out: Path | None, force: bool,
+                  latent: str = "mean") -> None:
+    """Refuse, before any work, outputs that are missing or in the way and an unknown ``latent``."""
+    if latent not in LATENTS:
+        raise UsageError(f"--latent {latent!r}: expected one of {', '.join(LATENTS)}")
     if output is None and png_dir is None and store_out is None:
         raise UsageError("nothing to write: give -o OUT.mp4, --png-dir DIR and/or --store OUT.h5")
     for path in (output, store_out):
@@ -140,9 +144,7 @@ def render_sequence(t: Target, expressions: torch.Tensor, t_idx: np.ndarray, pos
     (backgrounds, latent codes) at poses (n, 4, 4) -> (n uint8 frames, seconds spent
     rendering: the model's time, from the frames' backgrounds on the device to the uint8
     frames on the host). ``batch`` frames render together (default 8 on CUDA, 1 on CPU).
-    ``latent``: see :data:`LATENTS`."""
-    if latent not in LATENTS:
-        raise UsageError(f"--latent {latent!r}: expected one of {', '.join(LATENTS)}")
+    ``latent``: see :data:`LATENTS` (checked by :func:`check_outputs`)."""
     model, dev = t.model, t.device
     with torch.no_grad():
         held_out = np.full(len(t_idx), t.clip.n_frames, dtype=np.int64)  # no own code: the mean
@@ -232,7 +234,7 @@ def transfer(run: Path, name: str, source_path: Path, output: Path | None = None
     Joint driving (JEAN): with ``speech`` and ``audio_model`` the mouth and jaw blendshapes
     come from the speech (frame k <-> speech time k / fps) and the rest from the source;
     the output is cut to the speech's length and carries the speech as its audio."""
-    check_outputs(output, png_dir, store_out, force)
+    check_outputs(output, png_dir, store_out, force, latent)
     if pose not in POSES:
         raise UsageError(f"--pose {pose!r}: expected one of {', '.join(POSES)}")
     if (speech is None) != (audio_model is None):

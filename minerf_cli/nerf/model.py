@@ -201,18 +201,19 @@ class MINeRF(nn.Module):
         if marched:
             chunk = max(chunk, MARCH_CHUNK)
         out = torch.empty(origins.shape[0], 3, device=origins.device)
+        stats = []
         for s in range(0, origins.shape[0], chunk):
             sl = slice(s, s + chunk)
             c = cond if cond.dim() == 1 else cond[sl]
             lat = latent if latent.dim() == 1 else latent[sl]
             bg = background[sl].float()
             if marched:
-                before = self.last_march if s else None
                 out[sl] = self.render_rays_marched(origins[sl], dirs[sl], c, lat, bg)["rgb"]
-                if before is not None:  # the counts of the whole call
-                    self.last_march = MarchStats(*(a + b for a, b in zip(astuple(before), astuple(self.last_march))))
+                stats.append(astuple(self.last_march))
             else:
                 out[sl] = self.render_rays(origins[sl], dirs[sl], c, lat, bg, perturb=False)["rgb"].float()
+        if stats:  # the counts of the whole call
+            self.last_march = MarchStats(*(sum(v) for v in zip(*stats)))
         return out
 
     @torch.no_grad()
