@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from minerf_cli.output import command, emit_json
+from minerf_cli.commands import render_options as opt
 
 
 @command
@@ -17,16 +18,16 @@ def lipsync(
     speech: Path = typer.Option(..., "--audio", help="Speech to lip-sync to: any audio or video file ffmpeg reads (resampled to 16 kHz mono)."),
     audio_model: Path = typer.Option(..., "--audio-model", help="Audio model directory written by `minerf encode-audio --fit`."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="mp4 to write (H.264 + the speech as AAC)."),
-    png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Also write the frames as PNGs into this directory."),
+    png_dir: Optional[Path] = opt.PNG_DIR,
     store_out: Optional[Path] = typer.Option(None, "--store", help="Also write the frames (and what they were asked to show) as a minerf store."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Render at most this many frames (the speech is cut to them)."),
-    target_store: Optional[Path] = typer.Option(None, "--target-store", help="NAME's store, if it moved since training."),
-    latent: str = typer.Option("mean", "--latent", help="Latent codes: mean (the identity's mean code: the mouth follows the driving expressions) or frame (each target frame's own code: closer to the original frames, whose mouth can show through)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA), bf16, tf32 or fp32."),
-    jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", min=1, max=100, help="Store --store frames as JPEG of this quality [default: lossless]."),
-    crf: int = typer.Option(18, "--crf", min=0, max=51, help="H.264 quality (lower is better)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    target_store: Optional[Path] = opt.TARGET_STORE,
+    latent: str = opt.LATENT,
+    device: str = opt.DEVICE,
+    precision: str = opt.PRECISION,
+    jpeg_quality: Optional[int] = opt.JPEG_QUALITY,
+    crf: int = opt.CRF,
+    force: bool = opt.FORCE,
 ) -> None:
     """Make identity NAME say new speech: mouth and jaw from the audio, the rest from NAME's clip.
 

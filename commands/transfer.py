@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from minerf_cli.output import command, emit_json
+from minerf_cli.commands import render_options as opt
 
 
 @command
@@ -16,20 +17,20 @@ def transfer(
     name: str = typer.Option(..., "--id", help="The identity to render (a store's file stem in the run)."),
     source: Path = typer.Option(..., "--from", help="Tracked store whose expressions drive NAME; NAME's own store reconstructs its held-out frames."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="mp4 to write (H.264, with the source's audio)."),
-    png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Also write the frames as PNGs into this directory."),
+    png_dir: Optional[Path] = opt.PNG_DIR,
     store_out: Optional[Path] = typer.Option(None, "--store", help="Also write the frames as a minerf store (for `minerf evaluate`)."),
     frames: Optional[str] = typer.Option(None, "--frames", help="Source frames A:B (B exclusive) [default: all; own store: the held-out 10%]."),
     pose: str = typer.Option("target", "--pose", help="Head pose from NAME's own clip (target) or from the source (source)."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Write source | result side by side."),
     speech: Optional[Path] = typer.Option(None, "--audio", help="Joint driving: the mouth and jaw come from this speech (with --audio-model), the rest from the source."),
     audio_model: Optional[Path] = typer.Option(None, "--audio-model", help="Audio model directory (`minerf encode-audio --fit`) for --audio."),
-    target_store: Optional[Path] = typer.Option(None, "--target-store", help="NAME's store, if it moved since training."),
-    latent: str = typer.Option("mean", "--latent", help="Latent codes: mean (the identity's mean code: the mouth follows the driving expressions) or frame (each target frame's own code: closer to the original frames, whose mouth can show through)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA), bf16, tf32 or fp32."),
-    jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", min=1, max=100, help="Store --store frames as JPEG of this quality [default: lossless]."),
-    crf: int = typer.Option(18, "--crf", min=0, max=51, help="H.264 quality (lower is better)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    target_store: Optional[Path] = opt.TARGET_STORE,
+    latent: str = opt.LATENT,
+    device: str = opt.DEVICE,
+    precision: str = opt.PRECISION,
+    jpeg_quality: Optional[int] = opt.JPEG_QUALITY,
+    crf: int = opt.CRF,
+    force: bool = opt.FORCE,
 ) -> None:
     """Render identity NAME with the expressions of another clip, on NAME's own background.
 
