@@ -225,8 +225,7 @@ class GridUpdater:
                                       for _, c in sources]).to(dev)
 
     def due(self, step: int) -> bool:
-        g = self.model.occupancy
-        return g is not None and step >= self.cfg.grid_warmup and (step - self.cfg.grid_warmup) % self.cfg.grid_every == 0
+        return step >= self.cfg.grid_warmup and (step - self.cfg.grid_warmup) % self.cfg.grid_every == 0
 
     @torch.no_grad()
     def update(self, step: int) -> None:
