@@ -60,6 +60,35 @@ def projected_boxes(K: torch.Tensor, camera_from_head: torch.Tensor, box_min, bo
     return torch.cat([lo_uv, hi_uv], -1)
 
 
+# mediapipe face-mesh points of the mouth region: the lips (FACEMESH_LIPS' outer contour) and
+# the chin below them (152: the lowest chin point), which an opening jaw moves
+MOUTH_REGION_LANDMARKS = (0, 17, 37, 39, 40, 61, 84, 91, 146, 181, 185, 267, 269, 270, 291, 314, 321, 375,
+                          405, 409, 152)
+
+
+def mouth_boxes(landmarks: np.ndarray, height: int, width: int, margin: float = 0.2) -> np.ndarray:
+    """Per-frame rectangles (N, 4) float32 [u0, v0, u1, v1] around the lips and the chin.
+
+    landmarks (N, 478, >=2) pixels, NaN where invalid. Each box is the bounding box of
+    :data:`MOUTH_REGION_LANDMARKS` grown by ``margin`` times its width on every side and
+    clipped to the image; a frame without landmarks takes the nearest valid frame's box.
+    With no valid frame at all every box is the whole image."""
+    pts = landmarks[:, list(MOUTH_REGION_LANDMARKS), :2].astype(np.float64)  # (N, P, 2)
+    ok = np.isfinite(pts).all((1, 2))
+    boxes = np.tile(np.array([0, 0, width, height], np.float64), (len(pts), 1))
+    if not ok.any():
+        return boxes.astype(np.float32)
+    lo, hi = pts[ok].min(1), pts[ok].max(1)  # (V, 2)
+    m = margin * (hi[:, :1] - lo[:, :1])  # (V, 1) from the box's width
+    lo = np.maximum(lo - m, 0)
+    hi = np.minimum(hi + m, [width, height])
+    hi = np.maximum(hi, lo + 1)
+    valid = np.flatnonzero(ok)
+    nearest = valid[np.abs(np.arange(len(pts))[:, None] - valid[None, :]).argmin(1)]  # (N,)
+    boxes = np.concatenate([lo, hi], 1)[np.searchsorted(valid, nearest)]
+    return boxes.astype(np.float32)
+
+
 class FrameCache:
     """Frames and head masks of one store on ``device``: all of them (``capacity`` None or
     >= N: read once, the fastest) or at most ``capacity`` decoded frames in an LRU cache,

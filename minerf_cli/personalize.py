@@ -101,12 +101,12 @@ def personalize(run: Path, name: str, store_path: Path, output: Path | None = No
     codes = {id(model.identity.table.weight), id(model.latent.table.weight)}
     for g in groups:
         g["params"] = [p for p in g["params"] if id(p) not in codes]
-    tables = [model.identity.table.weight, model.latent.table.weight]
+    tables = [t for t in (model.identity.table.weight, model.latent.table.weight) if t.numel()]  # (--latent-dim 0)
     if new:
         # only the new person's rows learn: the other identities' codes stay as trained (a
         # zero gradient leaves a fresh Adam's update at exactly zero)
-        first_latent = int(model.latent.offsets[video])
-        for table, first in zip(tables, (video, first_latent)):
+        firsts = {id(model.identity.table.weight): video, id(model.latent.table.weight): int(model.latent.offsets[video])}
+        for table, first in ((t, firsts[id(t)]) for t in tables):
             mask = torch.zeros_like(table[:, :1])
             mask[first:] = 1.0
             table.register_hook(lambda grad, m=mask: grad * m)

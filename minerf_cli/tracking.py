@@ -44,6 +44,7 @@ class Correspondence:
     offset: np.ndarray | None = None  # (L,3) float32 head-space offset (cm) added to the surface point
     identity_offset: np.ndarray | None = None  # (I,L,3) float32 offset (cm) per identity coefficient
     expression_offset: np.ndarray | None = None  # (E,L,3) float32 offset (cm) per blendshape weight
+    pose_offset: np.ndarray | None = None  # (K,L,3) float32 offset (cm) per view feature (view_features)
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,7 +59,20 @@ def load_correspondence() -> Correspondence:
             offset=d["offset"].astype(np.float32) if "offset" in d else None,
             identity_offset=d["identity_offset"].astype(np.float32) if "identity_offset" in d else None,
             expression_offset=d["expression_offset"].astype(np.float32) if "expression_offset" in d else None,
+            pose_offset=d["pose_offset"].astype(np.float32) if "pose_offset" in d else None,
         )
+
+
+def view_features(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Where the camera sits as seen from the head: rotations (N,3,3), translations (N,3) -> (N,2).
+
+    The unit vector from the head origin to the camera in head space, v = -R^T t / |t|, is
+    (0, 0, 1) for a head facing the camera; the features are (v_x, v_y) (about the sines
+    of yaw and pitch relative to the viewing ray). Mediapipe's landmarks lean towards a
+    frontal face, so the correspondence may add offsets linear in these.
+    """
+    v = -np.einsum("nji,nj->ni", R, t) / np.linalg.norm(t, axis=-1, keepdims=True)
+    return v[:, :2]
 
 
 def landmark_basis(model: FaceModel, corr: Correspondence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,6 +154,18 @@ def _pnp(points3d: np.ndarray, points2d: np.ndarray, valid: np.ndarray, K: np.nd
             errs[i] = np.linalg.norm(proj[:, 0] - img, axis=-1).mean()
         rvecs[i], tvecs[i] = rvec[:, 0], tvec[:, 0]
     return rvecs, tvecs, errs
+
+
+def _without_rotation(basis: np.ndarray, mean: np.ndarray, weight: np.ndarray, which: str = "xyz") -> np.ndarray:
+    """Shape modes (I,L,3) less their (weighted least-squares) components along small rigid
+    rotations of the mean shape (L,3) about the head-space axes in ``which``."""
+    X = mean - np.average(mean, axis=0, weights=weight)
+    axes = {"x": 0, "y": 1, "z": 2}
+    B = np.stack([np.cross(np.eye(3)[axes[a]], X) for a in which]).reshape(len(which), -1)  # (r, 3L)
+    w = np.repeat(weight.astype(np.float64), 3)
+    D = basis.reshape(len(basis), -1).astype(np.float64)
+    coef = np.linalg.solve((B * w) @ B.T, (B * w) @ D.T)  # (r, I)
+    return (D - coef.T @ B).reshape(basis.shape).astype(basis.dtype)
 
 
 def _fill_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -227,9 +253,11 @@ class _Problem:
     normal-equation systems are solved in float64.
     """
 
-    def __init__(self, mean, id_basis, ex_basis, weights, obs, valid, center, cfg: FitConfig, active):
+    def __init__(self, mean, id_basis, ex_basis, weights, obs, valid, center, cfg: FitConfig, active,
+                 view_basis=None):
         f32 = np.float32
         self.mean, self.idb, self.exb = mean.astype(f32), id_basis.astype(f32), ex_basis.astype(f32)
+        self.vb = None if view_basis is None else view_basis.astype(f32)  # (K,L,3) per view feature
         self.w = np.asarray(weights, f32)
         self.obs, self.valid = obs.astype(f32), valid.astype(f32)
         self.center = np.asarray(center, f32)
@@ -239,10 +267,14 @@ class _Problem:
         self.ex_flat = np.ascontiguousarray(self.exb.transpose(2, 1, 0).reshape(3, L * E))
         self.id_flat = np.ascontiguousarray(self.idb.transpose(2, 1, 0).reshape(3, L * I))
 
-    def points(self, ident, ex):
-        """Model landmarks (N,L,3) in head space."""
+    def points(self, ident, ex, R=None, t=None):
+        """Model landmarks (N,L,3) in head space; with the pose R (N,3,3), t (N,3), plus the
+        view-dependent offsets (held fixed within a Gauss-Newton step)."""
         base = self.mean + (ident @ self.idb.reshape(len(ident), -1)).reshape(-1, 3)
-        return base[None] + (ex @ self.exb.reshape(ex.shape[1], -1)).reshape(len(ex), -1, 3)
+        P = base[None] + (ex @ self.exb.reshape(ex.shape[1], -1)).reshape(len(ex), -1, 3)
+        if self.vb is not None and R is not None:
+            P = P + (view_features(R, t).astype(np.float32) @ self.vb.reshape(len(self.vb), -1)).reshape(P.shape)
+        return P
 
     def project(self, cam, f):
         """cam (N,L,3) -> uv (N,L,2), and the rows of d uv / d cam as (a, x/z, y/z) with
@@ -282,7 +314,7 @@ class _Problem:
 
         With ``fix_pose`` the pose is held (a huge damping on its 6 unknowns).
         """
-        P = self.points(ident, ex)
+        P = self.points(ident, ex, R, t)
         Rp = P @ R.transpose(0, 2, 1)
         uv, jac = self.project(Rp + t[:, None], f)
         res = uv - self.obs[frames]
@@ -290,6 +322,9 @@ class _Problem:
         E = ex.shape[1]
         dcam = np.empty((n, L, 3, 6 + E), np.float32)
         dcam[..., :3] = -_skew(Rp)
+        if self.vb is not None:  # the view-dependent offsets turn with the head: d v / d rot = -R^T [t/|t|]x
+            dv = -R.transpose(0, 2, 1) @ _skew(t / np.linalg.norm(t, axis=-1, keepdims=True))  # (N,3,3)
+            dcam[..., :3] += np.einsum("nij,klj,nkm->nlim", R, self.vb, dv[:, :len(self.vb)])
         dcam[..., 3:6] = np.eye(3, dtype=np.float32)
         # R @ EX_l for every landmark in one batched matmul: (N,3,3) @ (3, L*E)
         dcam[..., 6:] = (R @ self.ex_flat).reshape(n, 3, L, E).transpose(0, 2, 1, 3)
@@ -306,7 +341,7 @@ class _Problem:
     def global_step(self, R, t, ex, ident, log_f, frames, fit_focal):
         """One Gauss-Newton step on the identity (and log focal) over ``frames``."""
         f = math.exp(log_f)
-        P = self.points(ident, ex)
+        P = self.points(ident, ex, R, t)
         uv, jac = self.project(P @ R.transpose(0, 2, 1) + t[:, None], f)
         res = uv - self.obs[frames]
         w = self.irls(res, frames) / len(R)
@@ -330,7 +365,7 @@ class _Problem:
         return ident, log_f
 
     def errors(self, R, t, ex, ident, f, frames):
-        uv, _ = self.project(self.points(ident, ex) @ R.transpose(0, 2, 1) + t[:, None], f)
+        uv, _ = self.project(self.points(ident, ex, R, t) @ R.transpose(0, 2, 1) + t[:, None], f)
         d = np.linalg.norm(uv - self.obs[frames], axis=-1)
         used = (self.w > 0).astype(d.dtype)
         return (d * used).sum(-1) / used.sum()
@@ -375,6 +410,9 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
     # invalid frames may hold NaN landmarks: zero them (their weight is 0 everywhere)
     lm2d = np.nan_to_num(np.asarray(landmarks[:, corr.landmark, :2], np.float64))  # (N,L,2)
     mean, id_basis, ex_basis = landmark_basis(model, corr)
+    import os
+    if os.environ.get("PERP"):
+        id_basis = _without_rotation(id_basis, mean, corr.weight, os.environ["PERP"])
     center = np.array([size / 2, size / 2])
     total = cfg.rounds + cfg.iterations
     done = 0
@@ -385,7 +423,7 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
     rvec, tvec = _fill_invalid(rvec, valid), _fill_invalid(tvec, valid)
 
     active = np.array([0.0 if nm in cfg.fixed else 1.0 for nm in model.expression_names], np.float32)
-    prob = _Problem(mean, id_basis, ex_basis, corr.weight, lm2d, valid, center, cfg, active)
+    prob = _Problem(mean, id_basis, ex_basis, corr.weight, lm2d, valid, center, cfg, active, corr.pose_offset)
     R_all = axis_angle_to_matrix(rvec).astype(np.float32)
     t_all = tvec.astype(np.float32)
     ex_all = np.tile(0.02 * active, (n, 1))

@@ -43,6 +43,7 @@ class TrainConfig:
     rays: int = 2048
     frames_per_step: int = 1
     inside_fraction: float = 0.95
+    mouth_fraction: float = 0.0  # share of the rays drawn inside the frame's mouth box (clips.mouth_boxes)
     lr: float = 5e-4
     lr_final: float = 5e-5
     grid_lr_scale: float = 20.0  # a fast field's grid learns at lr * this (Instant-NGP uses 1e-2)
@@ -97,7 +98,7 @@ def param_groups(model: MINeRF, cfg: TrainConfig, freeze_conditioning: bool = Fa
             p.requires_grad_(False)
             frozen.add(id(p))
     for p in model.parameters():
-        if id(p) in frozen or not p.requires_grad:
+        if id(p) in frozen or not p.requires_grad or p.numel() == 0:  # (no latent codes: an empty table)
             continue
         (grid if id(p) in grid_ids else rest).append(p)
     groups = [{"params": rest, "lr_scale": 1.0}]
@@ -139,11 +140,31 @@ def ray_boxes(model: MINeRF, clip: Clip) -> torch.Tensor:
     return projected_boxes(clip.K, clip.camera_from_head, model.cfg.box_min, model.cfg.box_max, H, W)
 
 
+def mouth_ray_boxes(clip: Clip) -> torch.Tensor:
+    """(N, 4) per-frame mouth rectangles (:func:`clips.mouth_boxes`) on the clip's device."""
+    from .clips import mouth_boxes
+
+    H, W = clip.size
+    return torch.from_numpy(mouth_boxes(clip.landmarks, H, W)).to(clip.device)
+
+
+def frame_pixels(n: int, box: torch.Tensor, mouth: torch.Tensor | None, H: int, W: int,
+                 cfg: TrainConfig) -> torch.Tensor:
+    """(n, 2) training pixels of one frame: round(n * cfg.mouth_fraction) inside the mouth
+    box (4,) when given, the rest as MI-NeRF draws them (cfg.inside_fraction in the head box)."""
+    n_mouth = int(round(n * cfg.mouth_fraction)) if mouth is not None else 0
+    ij = sample_box_pixels(n - n_mouth, box, H, W, cfg.inside_fraction)
+    if n_mouth:
+        ij = torch.cat([ij, sample_box_pixels(n_mouth, mouth, H, W, 1.0)])
+    return ij
+
+
 def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.ndarray, cfg: TrainConfig,
                   rng: np.random.Generator, smooth: bool, device: torch.device, precision: str,
-                  boxes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+                  boxes: list[torch.Tensor], mouths: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward/backward pass (no optimizer step) -> (loss, photometric mse), on device.
-    ``boxes``: per source, the (N, 4) rectangles of :func:`ray_boxes`."""
+    ``boxes``: per source, the (N, 4) rectangles of :func:`ray_boxes`; ``mouths``: per
+    source, the (N, 4) of :func:`mouth_ray_boxes` (used when cfg.mouth_fraction > 0)."""
     F = cfg.frames_per_step
     per = [cfg.rays // F + (1 if k < cfg.rays % F else 0) for k in range(F)]
     origins, dirs, gts, bgs, conds, lats, ids = [], [], [], [], [], [], []
@@ -152,7 +173,7 @@ def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.nd
         video, clip = sources[s]
         n = int(rng.choice(clip.train_idx))
         H, W = clip.size
-        ij = sample_box_pixels(per[k], boxes[s][n], H, W, cfg.inside_fraction)
+        ij = frame_pixels(per[k], boxes[s][n], mouths[s][n] if mouths else None, H, W, cfg)
         o, d = head_rays(clip.K, clip.camera_from_head[n], ij)
         origins.append(o)
         dirs.append(d)
@@ -286,6 +307,7 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
     metrics = MetricsLog(run / "metrics.csv")
     metrics.truncate(start_step)
     boxes = [ray_boxes(model, clip) for _, clip in sources]
+    mouths = [mouth_ray_boxes(clip) for _, clip in sources] if cfg.mouth_fraction > 0 else None
     wall0 = metrics.last_wall(start_step)
     smooth_start = cfg.smoothing_start()
     acc_loss = torch.zeros((), device=device)
@@ -307,7 +329,7 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
                 g["lr"] = lr * g.get("lr_scale", 1.0)
             rng = np.random.default_rng([cfg.seed, step])
             optimizer.zero_grad(set_to_none=True)
-            loss, mse = training_step(model, sources, weights, cfg, rng, smooth, device, precision, boxes)
+            loss, mse = training_step(model, sources, weights, cfg, rng, smooth, device, precision, boxes, mouths)
             optimizer.step()
             if grid is not None and grid.due(step):
                 grid.update(step)

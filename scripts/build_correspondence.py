@@ -31,7 +31,7 @@ from minerf_cli.facemodel import data_path, load_face_model
 from minerf_cli.prep import PrepOptions, prep
 from minerf_cli.raster import barycentric_at, project, rasterize
 from minerf_cli.synth import synthesize
-from minerf_cli.tracking import Correspondence, landmark_basis
+from minerf_cli.tracking import Correspondence, landmark_basis, view_features
 
 NUM_MESH = 468  # mediapipe landmarks without the 10 iris points
 
@@ -178,26 +178,29 @@ def identity_correction(lms, params, tv, bary, weight, ridge: float = 0.1):
 
 
 def expression_correction(lms, params, tv, bary, weight, offset, identity_offset, ridge: float = 0.1,
-                          min_std: float = 0.03):
-    """Offsets of the landmark points (cm) linear in the blendshapes, after the identity's.
+                          min_std: float = 0.03, view: bool = True):
+    """Offsets of the landmark points (cm) linear in the blendshapes and the view, after the identity's.
 
     Mediapipe's landmarks need not follow an ICT blendshape exactly (e.g. they move less
-    with a smile than the surface does). Same model and solve as the identity correction,
-    with per-frame regressors: the blendshapes that vary in the training renders (std >
-    ``min_std``); the others keep no correction. Returns (E,L,3).
+    with a smile than the surface does), nor a head's rotation (they lean towards a frontal
+    face: a pitch or yaw comes out smaller). Same model and solve as the identity
+    correction, with per-frame regressors: the blendshapes that vary in the training
+    renders (std > ``min_std``; the others keep no correction) and, with ``view``, the
+    view features (tracking.view_features). Returns (E,L,3) and (K,L,3) (K = 0 without ``view``).
     """
     err, J = _linearise(lms, params, tv, bary, offset, identity_offset)
     ex = params["expression"]
     used = np.flatnonzero(ex.std(0) > min_std)
-    phi = ex[:, used]  # (F, Q)
-    Q = len(used)
+    feats = view_features(params["rotation"], params["translation"]) if view else np.zeros((len(ex), 0))
+    phi = np.concatenate([ex[:, used], feats], 1)  # (F, Q)
+    Q = phi.shape[1]
     JtJ = np.einsum("flad,flae->flde", J, J)  # (F,L,3,3)
     A = np.einsum("fp,fq,flde->lpdqe", phi, phi, JtJ).reshape(len(tv), 3 * Q, 3 * Q)
     b = np.einsum("fp,flad,fla->lpd", phi, J, err).reshape(len(tv), 3 * Q)
     W = _ridge_per_landmark(A, b, weight, ridge)
     out = np.zeros((ex.shape[1], len(tv), 3), np.float32)
-    out[used] = W.transpose(1, 0, 2)
-    return out
+    out[used] = W[:, :len(used)].transpose(1, 0, 2)
+    return out, W[:, len(used):].transpose(1, 0, 2).astype(np.float32)
 
 
 def main() -> None:
@@ -225,13 +228,14 @@ def main() -> None:
     weight = np.where(ok, 1.0 / (1.0 + (np.nan_to_num(rms, nan=99, posinf=99) / 1.5) ** 2), 0.0)
     weight[rms > 6.0] = 0.0
     offset, identity_offset = identity_correction(lms, params, tv, bary, weight, args.ridge)
-    expression_offset = expression_correction(lms, params, tv, bary, weight, offset, identity_offset,
-                                              args.expression_ridge)
+    expression_offset, pose_offset = expression_correction(lms, params, tv, bary, weight, offset, identity_offset,
+                                                           args.expression_ridge)
     out = args.out or Path(str(data_path("mediapipe_ict_correspondence.npz")))
     np.savez_compressed(out, landmark=np.arange(len(tv), dtype=np.int32), tri_vertices=tv.astype(np.int32),
                         bary=bary.astype(np.float32), weight=weight.astype(np.float32),
                         rms_px=np.nan_to_num(rms, posinf=np.nan).astype(np.float32),
-                        offset=offset, identity_offset=identity_offset, expression_offset=expression_offset)
+                        offset=offset, identity_offset=identity_offset, expression_offset=expression_offset,
+                        pose_offset=pose_offset)
     print(json.dumps({"output": str(out), "frames": int(len(lms)), "landmarks": int(ok.sum()),
                       "median_rms_px": float(np.median(rms[ok])), "mean_rms_px": float(np.mean(rms[ok])),
                       "zero_weight": int((weight == 0).sum())}))

@@ -5,6 +5,7 @@
         --audio ../shared/data/talking/audio/vretalk_audio_1.wav \\
         --other ../shared/data/talking/audio/vretalk_audio_2.wav \\
         --audio-model audio_model/ [--mp4 gpu_out/lipsync.mp4] [--work /tmp/eval_lipsync]
+    python scripts/eval_lipsync.py --render sweep_render.h5     # no audio: step 2 only
 
 1. the mp4: the one given (--mp4, e.g. written by `minerf lipsync -o` where ffmpeg exists), else
    one made here from the render store's frames and its /audio/pcm (the speech lipsync muxed,
@@ -16,6 +17,8 @@
 3. sync (our contrastive audio/mouth model, AudioBundle.sync over +-15 frames) of the re-tracked
    mouth with the driving audio and with the other audio (cut / padded to the same length):
    offset, confidence (median - min distance) and the confidence at offset 0.
+Without --audio (e.g. a `minerf transfer --store` render of scripts/jaw_sweep.py's source)
+only the re-tracking runs, on a silent mp4.
 
 Prints one JSON object.
 """
@@ -67,7 +70,7 @@ def read_render(path: Path) -> dict:
     return {"fps": fps, "frames": n, "requested": requested, "names": names, "pcm": pcm}
 
 
-def make_mp4(store: Path, pcm: np.ndarray, fps: float, out: Path) -> None:
+def make_mp4(store: Path, pcm: np.ndarray | None, fps: float, out: Path) -> None:
     import h5py
     import soundfile as sf
 
@@ -75,8 +78,10 @@ def make_mp4(store: Path, pcm: np.ndarray, fps: float, out: Path) -> None:
     from minerf_cli.video import write_video
 
     with h5py.File(store) as f, tempfile.TemporaryDirectory() as td:
-        wav = Path(td) / "speech.wav"
-        sf.write(wav, pcm, 16000)
+        wav = None
+        if pcm is not None:
+            wav = Path(td) / "speech.wav"
+            sf.write(wav, pcm, 16000)
         write_video(out, iter(FrameReader(f)), fps, audio_path=wav)
 
 
@@ -91,37 +96,47 @@ def sync_entry(bundle, pcm: np.ndarray, fps: float, lm: np.ndarray) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--render", type=Path, required=True, help="store written by `minerf lipsync --store`")
-    ap.add_argument("--audio", type=Path, required=True, help="the driving speech given to lipsync")
-    ap.add_argument("--other", type=Path, required=True, help="another speech (the sync control)")
-    ap.add_argument("--audio-model", type=Path, required=True)
+    ap.add_argument("--audio", type=Path, help="the driving speech given to lipsync (none: re-tracking only)")
+    ap.add_argument("--other", type=Path, help="another speech (the sync control)")
+    ap.add_argument("--audio-model", type=Path)
     ap.add_argument("--mp4", type=Path, help="the mp4 lipsync wrote (default: made here from the store)")
     ap.add_argument("--work", type=Path, help="where the mp4 / re-tracked store go (default: a temp dir)")
     ap.add_argument("--prep-size", type=int, default=None, help="crop size of the re-tracking prep (default: the render's)")
     args = ap.parse_args()
 
-    import h5py
-
     from minerf_cli.audio import load_audio
-    from minerf_cli.audio_model.bundle import AudioBundle
-    from minerf_cli.video import probe
 
+    if args.audio is not None and (args.other is None or args.audio_model is None):
+        ap.error("--audio needs --other and --audio-model")
     work = args.work or Path(tempfile.mkdtemp(prefix="eval_lipsync_"))
     work.mkdir(parents=True, exist_ok=True)
     r = read_render(args.render)
     fps, n = r["fps"], r["frames"]
-    drive = load_audio(args.audio).pcm
-    other = load_audio(args.other).pcm
-    result: dict = {"render": str(args.render), "frames": n, "fps": fps, "audio": str(args.audio),
-                    "audio_s": round(len(drive) / 16000, 4), "video_s": round(n / fps, 4)}
+    result: dict = {"render": str(args.render), "frames": n, "fps": fps, "video_s": round(n / fps, 4)}
+    if args.audio is not None:
+        drive = load_audio(args.audio).pcm
+        other = load_audio(args.other).pcm
+        result.update(audio=str(args.audio), audio_s=round(len(drive) / 16000, 4))
 
-    # 1. the mp4 and its duration
     mp4 = args.mp4
     if mp4 is None:
-        if r["pcm"] is None:
+        if r["pcm"] is None and args.audio is not None:
             sys.exit(f"{args.render}: no /audio in the render store and no --mp4")
         mp4 = work / "lipsync.mp4"
-        make_mp4(args.render, r["pcm"], fps, mp4)
+        make_mp4(args.render, r["pcm"] if args.audio is not None else None, fps, mp4)
         result["mp4_made_from_store"] = True
+    if args.audio is not None:
+        check_mp4(mp4, drive, fps, result)
+    lm, t_fps = retrack(args, work, mp4, r, result)
+    if args.audio is not None:
+        sync(args, lm, t_fps, drive, other, result)
+    print(json.dumps(result))
+
+
+def check_mp4(mp4: Path, drive: np.ndarray, fps: float, result: dict) -> None:
+    from minerf_cli.audio import load_audio
+    from minerf_cli.video import probe
+
     info = probe(mp4)
     mp4_audio = load_audio(mp4).pcm
     result["mp4"] = {"path": str(mp4), "duration_s": round(info.duration, 4), "has_audio": info.has_audio,
@@ -132,7 +147,13 @@ def main() -> None:
     k = min(len(mp4_audio), len(drive))
     result["mp4"]["audio_r_with_driving"] = pearson(mp4_audio[:k], drive[:k])
 
-    # 2. re-track the rendered video
+
+def retrack(args, work: Path, mp4: Path, r: dict, result: dict) -> tuple[np.ndarray, float]:
+    """Re-track the mp4 (prep + fit3dmm): jawOpen asked vs re-tracked into result["retrack"];
+    returns the re-tracked landmarks (NaN where invalid) and their fps."""
+    import h5py
+
+    n = r["frames"]
     size = args.prep_size
     if size is None:
         from minerf_cli.store import FrameReader
@@ -171,17 +192,21 @@ def main() -> None:
         b = jaw_r[max(0, -lag):m - max(0, lag)]
         lags[lag] = pearson(a, b)
     result["retrack"]["jawOpen_r_by_lag"] = lags
-
-    # 3. sync with the driving audio vs the other audio
-    bundle = AudioBundle.load(args.audio_model)
     lm[~valid] = np.nan
+    return lm, t_fps
+
+
+def sync(args, lm: np.ndarray, t_fps: float, drive: np.ndarray, other: np.ndarray, result: dict) -> None:
+    """Our sync model on the re-tracked mouth with the driving vs the other audio."""
+    from minerf_cli.audio_model.bundle import AudioBundle
+
+    bundle = AudioBundle.load(args.audio_model)
     n_s = int(round(len(lm) / t_fps * 16000))
     fit = lambda x: np.pad(x[:n_s], (0, max(0, n_s - len(x))))  # noqa: E731
     result["sync"] = {"driving": sync_entry(bundle, fit(drive), t_fps, lm),
                       "other": {"audio": str(args.other), **sync_entry(bundle, fit(other), t_fps, lm)}}
     d, o = result["sync"]["driving"], result["sync"]["other"]
     result["sync"]["confidence_driving_minus_other"] = round(d["confidence_at_offset_0"] - o["confidence_at_offset_0"], 4)
-    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -288,6 +288,8 @@ class CodeBook(nn.Module):
         return self.table.num_embeddings
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
+        if self.dim == 0:  # no codes (e.g. --latent-dim 0): no zero-width lookup, which CUDA may not take
+            return self.table.weight.new_zeros((*index.shape, 0))
         return self.table(index)
 
     def grow(self, extra: int, generator: torch.Generator | None = None) -> range:
@@ -325,7 +327,7 @@ class FrameLatentCodes(CodeBook):
         return self.offsets[video] + frame
 
     def forward(self, video: torch.Tensor, frame: torch.Tensor, check: bool = True) -> torch.Tensor:  # type: ignore[override]
-        return self.table(self.index(video, frame, check))
+        return super().forward(self.index(video, frame, check))
 
     def add_video(self, n_frames: int, generator: torch.Generator | None = None) -> int:
         """Append codes for a new video of ``n_frames``; returns its video index."""

@@ -11,6 +11,9 @@ Same interface as :class:`~.field.VanillaDynamicField` (MI-NeRF's conditioning k
 * density MLP: [h; cond; latent] -> ``hidden`` ReLU -> ``hidden`` ReLU -> 1 + ``geo_features``;
   density = trunc_exp(first output + density_bias) (:class:`TruncExp`; the bias, -1 as in
   nerfstudio's nerfacto, starts the field less opaque), the rest are geometry features;
+* ``cond_attention`` (ER-NeRF's region attention): the condition enters as
+  sigmoid(A h) * cond, gated per position by a linear map A of the position's grid features,
+  so each region of the head picks the parts of M(e, i) that move it (the mouth the jaw's);
 * colour MLP: [geo features; gamma_4(viewdir)] -> ``color_hidden`` ReLU -> ``color_hidden``
   ReLU -> 3, sigmoid.
 
@@ -78,7 +81,7 @@ class FastField(Field):
                  box_max: tuple[float, float, float] = HEAD_BOX_MAX,
                  levels: int = 16, features: int = 2, log2_table: int = 19, base_res: int = 16,
                  max_res: int = 1024, hidden: int = 64, geo_features: int = 15, color_hidden: int = 64,
-                 density_bias: float = -1.0):
+                 density_bias: float = -1.0, cond_attention: bool = False):
         super().__init__()
         self.cond_dim, self.latent_dim, self.geo_features = cond_dim, latent_dim, geo_features
         bmin, bmax = torch.tensor(box_min, dtype=torch.float32), torch.tensor(box_max, dtype=torch.float32)
@@ -91,6 +94,9 @@ class FastField(Field):
         self.density_hidden = nn.Linear(hidden, hidden)
         self.density_out = nn.Linear(hidden, 1 + geo_features)
         self.density_bias = float(density_bias)
+        # region attention (ER-NeRF): a per-position gate on the condition, sigmoid(A h(x)) * cond
+        self.cond_attention = bool(cond_attention)
+        self.attention = nn.Linear(self.grid.out_dim, cond_dim) if self.cond_attention else None
         # colour MLP on [geo; gamma_4(v)]
         self.color_in = nn.Linear(geo_features + self.pe_dir.out_dim, color_hidden)
         self.color_hidden = nn.Linear(color_hidden, color_hidden)
@@ -116,9 +122,13 @@ class FastField(Field):
         # first density layer, split over [h | cond | latent] (module docstring)
         Dh, C = self.grid.out_dim, self.cond_dim
         W, b = self.density_in.weight, self.density_in.bias
-        a = (F.linear(h, W[:, :Dh])
-             + per_sample(F.linear(cond, W[:, Dh:Dh + C]), R, S)
-             + per_sample(F.linear(latent, W[:, Dh + C:], b), R, S))  # (R, S, hidden)
+        codes = b if self.attention is not None else F.linear(cond, W[:, Dh:Dh + C], b)  # (R, hidden) or (hidden,)
+        if self.latent_dim:  # (no latent codes: no zero-width matmul, which CUDA kernels may not take)
+            codes = codes + F.linear(latent, W[:, Dh + C:])
+        a = F.linear(h, W[:, :Dh]) + per_sample(codes, R, S)  # (R, S, hidden)
+        if self.attention is not None:  # the gated condition is per sample: (R, S, C)
+            gate = torch.sigmoid(self.attention(h))
+            a = a + F.linear(per_sample(cond, R, S) * gate, W[:, Dh:Dh + C])
         a = torch.relu(self.density_hidden(torch.relu(a)))
         out = self.density_out(a)  # (R, S, 1 + geo)
         density = torch.where(inside, trunc_exp(out[..., 0] + self.density_bias), 0.0)  # (R, S) float32

@@ -160,7 +160,8 @@ class ConditionSmoothing(nn.Module):
         super().__init__()
         self.window, self.start_step = window, int(start_step)
         self.cond = AttentionSmoother(cond_dim, window, centre_init, centre_mass)
-        self.latent = AttentionSmoother(latent_dim, window, centre_init, centre_mass)
+        # a model without latent codes (latent_dim 0) has nothing to smooth there
+        self.latent = AttentionSmoother(latent_dim, window, centre_init, centre_mass) if latent_dim else None
 
     def enabled(self, step: int, start_step: int | None = None) -> bool:
         """True from (0-based) ``step >= start_step`` on; start_step defaults to this
@@ -168,6 +169,8 @@ class ConditionSmoothing(nn.Module):
         return step >= (self.start_step if start_step is None else start_step)
 
     def forward(self, cond_seq: torch.Tensor, latent_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.latent is None:  # (B, T, 0) -> (B, 0)
+            return self.cond(cond_seq), latent_seq[..., 0, :]
         return self.cond(cond_seq), self.latent(latent_seq)
 
     def extra_repr(self) -> str:
