@@ -45,6 +45,7 @@ class Correspondence:
     identity_offset: np.ndarray | None = None  # (I,L,3) float32 offset (cm) per identity coefficient
     expression_offset: np.ndarray | None = None  # (E,L,3) float32 offset (cm) per blendshape weight
     pose_offset: np.ndarray | None = None  # (K,L,3) float32 offset (cm) per view feature (view_features)
+    identity_rotation: np.ndarray | None = None  # (1+I,3) float32 pose correction (rad): constant, per identity coefficient
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,6 +61,7 @@ def load_correspondence() -> Correspondence:
             identity_offset=d["identity_offset"].astype(np.float32) if "identity_offset" in d else None,
             expression_offset=d["expression_offset"].astype(np.float32) if "expression_offset" in d else None,
             pose_offset=d["pose_offset"].astype(np.float32) if "pose_offset" in d else None,
+            identity_rotation=d["identity_rotation"].astype(np.float32) if "identity_rotation" in d else None,
         )
 
 
@@ -156,16 +158,22 @@ def _pnp(points3d: np.ndarray, points2d: np.ndarray, valid: np.ndarray, K: np.nd
     return rvecs, tvecs, errs
 
 
-def _without_rotation(basis: np.ndarray, mean: np.ndarray, weight: np.ndarray, which: str = "xyz") -> np.ndarray:
-    """Shape modes (I,L,3) less their (weighted least-squares) components along small rigid
-    rotations of the mean shape (L,3) about the head-space axes in ``which``."""
-    X = mean - np.average(mean, axis=0, weights=weight)
-    axes = {"x": 0, "y": 1, "z": 2}
-    B = np.stack([np.cross(np.eye(3)[axes[a]], X) for a in which]).reshape(len(which), -1)  # (r, 3L)
-    w = np.repeat(weight.astype(np.float64), 3)
-    D = basis.reshape(len(basis), -1).astype(np.float64)
-    coef = np.linalg.solve((B * w) @ B.T, (B * w) @ D.T)  # (r, I)
-    return (D - coef.T @ B).reshape(basis.shape).astype(basis.dtype)
+def _correct_rotation(R: np.ndarray, t: np.ndarray, rotation: np.ndarray, ident: np.ndarray,
+                      mean: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted pose R (N,3,3), t (N,3) less the rotation the fit is known to make for this
+    identity: w = rotation[0] + ident . rotation[1:] (head-space rotation vector, learnt by
+    scripts/build_correspondence.py as fitted-from-true), turned back about the landmarks'
+    centroid (from the mean landmarks (L,3)) so the head stays where it is in the image.
+
+    The landmarks cannot tell a face's profile slope from its pitch; this is the regression
+    of the fit's error on the identity it finds.
+    """
+    w = rotation[0].astype(np.float64) + ident.astype(np.float64) @ rotation[1:]
+    back = axis_angle_to_matrix(-w[None])[0]  # true-from-fitted head frame
+    c = np.average(mean, axis=0, weights=np.maximum(weight, 1e-6))
+    R2 = R.astype(np.float64) @ back
+    t2 = t + (R.astype(np.float64) @ c) - (R2 @ c)
+    return R2.astype(np.float32), t2.astype(np.float32)
 
 
 def _fill_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -410,9 +418,6 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
     # invalid frames may hold NaN landmarks: zero them (their weight is 0 everywhere)
     lm2d = np.nan_to_num(np.asarray(landmarks[:, corr.landmark, :2], np.float64))  # (N,L,2)
     mean, id_basis, ex_basis = landmark_basis(model, corr)
-    import os
-    if os.environ.get("PERP"):
-        id_basis = _without_rotation(id_basis, mean, corr.weight, os.environ["PERP"])
     center = np.array([size / 2, size / 2])
     total = cfg.rounds + cfg.iterations
     done = 0
@@ -468,6 +473,8 @@ def fit(landmarks: np.ndarray, valid: np.ndarray, size: int, fps: float = 25.0,
     ex_np = np.clip(ex_np, 0, 1).astype(np.float32)
     err = prob.errors(R_all, trans.astype(np.float32), ex_np, ident, f, frames)
     err[~valid] = np.nan
+    if corr.identity_rotation is not None:
+        R_all, trans = _correct_rotation(R_all, trans, corr.identity_rotation, ident, mean, corr.weight)
     return FitResult(
         intrinsics=intrinsics(f, size / 2, size / 2),
         camera_from_head=rigid(R_all, trans),

@@ -1,6 +1,6 @@
 """Build the mediapipe-landmark -> ICT-surface correspondence shipped as package data.
 
-    python scripts/build_correspondence.py [--ids 40 --seconds 2 --seed 100 --ridge 0.1]
+    python scripts/build_correspondence.py [--ids 200 --seconds 1 --seed 100 --ridge 0.1]
 
 1. Render synthetic talking heads with known identity, pose and expression (minerf_cli.synth).
 2. Run `prep` on them: the same face mesh, crop and landmark convention as on real video.
@@ -14,7 +14,14 @@
 6. Identity correction: mediapipe leans towards its own mean face, so the detected points
    move less with the identity than the surface points do. Fit, per landmark, a head-space
    offset = constant + linear in the identity coefficients (ridge least squares over all
-   frames, many identities) and write minerf_cli/data/mediapipe_ict_correspondence.npz.
+   frames, many identities).
+7. Expression and view correction: offsets linear in the blendshapes and in where the
+   camera sits as seen from the head (tracking.view_features; mediapipe's landmarks lean
+   towards a frontal face), jointly.
+8. Rotation correction: fit every training clip as fit3dmm does and regress the fitted
+   head's rotation error on the fitted identity (the landmarks hardly show a face's
+   profile slope, so the pitch comes out off by a face-dependent 1-4 degrees); the fit
+   turns its pose back by it. Write minerf_cli/data/mediapipe_ict_correspondence.npz.
 """
 
 from __future__ import annotations
@@ -203,14 +210,46 @@ def expression_correction(lms, params, tv, bary, weight, offset, identity_offset
     return out, W[:, len(used):].transpose(1, 0, 2).astype(np.float32)
 
 
+def rotation_correction(lms, params, corr: Correspondence, size: int, ridge: float = 30.0) -> np.ndarray:
+    """Regression of the fit's head-rotation error on the identity it finds -> (1+I, 3).
+
+    The head pose fitted to mediapipe's landmarks is off by a rotation that depends on the
+    face (1-4 degrees per clip, mostly pitch): how a face's profile slopes is hardly seen
+    in its landmarks, so the fit aligns them about as it would a typical face (and the
+    identity cannot move the pose: a rotation of the face's shape is one of the pose). Fit
+    every training clip (its frames share an identity) as fit3dmm does with ``corr``, and
+    regress the mean rotation from the true to the fitted head (head-space rotation
+    vector, radians) on the fitted identity: w(id) = w0 + id . W (ridge). Returns
+    [w0; W]; tracking.fit turns its pose back by w(id) (``identity_rotation``).
+    """
+    from scipy.spatial.transform import Rotation
+
+    from minerf_cli.tracking import FitConfig, fit
+
+    ids, inverse = np.unique(params["identity"], axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    fitted, rot = [], []
+    for k in range(len(ids)):
+        sel = np.flatnonzero(inverse == k)
+        r = fit(lms[sel], np.ones(len(sel), bool), size, 25.0, FitConfig(), corr=corr)
+        rel = np.einsum("nji,njk->nik", params["rotation"][sel], r.camera_from_head[:, :3, :3].astype(np.float64))
+        fitted.append(r.identity)
+        rot.append(Rotation.from_matrix(rel).as_rotvec().mean(0))
+    X, Y = np.asarray(fitted, np.float64), np.asarray(rot)
+    w0 = Y.mean(0)
+    W = np.linalg.solve(X.T @ X + ridge * np.eye(X.shape[1]), X.T @ (Y - w0))  # (I,3)
+    return np.concatenate([w0[None], W]).astype(np.float32)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ids", type=int, default=40)
-    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--ids", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--ridge", type=float, default=0.1, help="ridge of the identity correction")
     ap.add_argument("--expression-ridge", type=float, default=0.1, help="ridge of the expression correction")
+    ap.add_argument("--rotation-ridge", type=float, default=30.0, help="ridge of the rotation correction")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--cache", type=Path, default=None, help="keep the rendered data in this .npz (reused if present)")
     args = ap.parse_args()
@@ -230,12 +269,15 @@ def main() -> None:
     offset, identity_offset = identity_correction(lms, params, tv, bary, weight, args.ridge)
     expression_offset, pose_offset = expression_correction(lms, params, tv, bary, weight, offset, identity_offset,
                                                            args.expression_ridge)
+    corr = Correspondence(np.arange(len(tv)), tv, bary, weight.astype(np.float32), offset, identity_offset,
+                          expression_offset, pose_offset)
+    identity_rotation = rotation_correction(lms, params, corr, args.size, args.rotation_ridge)
     out = args.out or Path(str(data_path("mediapipe_ict_correspondence.npz")))
     np.savez_compressed(out, landmark=np.arange(len(tv), dtype=np.int32), tri_vertices=tv.astype(np.int32),
                         bary=bary.astype(np.float32), weight=weight.astype(np.float32),
                         rms_px=np.nan_to_num(rms, posinf=np.nan).astype(np.float32),
                         offset=offset, identity_offset=identity_offset, expression_offset=expression_offset,
-                        pose_offset=pose_offset)
+                        pose_offset=pose_offset, identity_rotation=identity_rotation)
     print(json.dumps({"output": str(out), "frames": int(len(lms)), "landmarks": int(ok.sum()),
                       "median_rms_px": float(np.median(rms[ok])), "mean_rms_px": float(np.mean(rms[ok])),
                       "zero_weight": int((weight == 0).sum())}))

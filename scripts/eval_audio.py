@@ -11,7 +11,8 @@
    held out; held-out jawOpen correlation per clip and pooled.
 3. sync on whole unseen clips (the acceptance; --sync-holdout): a separate fit without those clips,
    then each held-out clip's offset / confidence over the whole clip, aligned and with the audio
-   shifted by 10 frames, and on its consecutive 5 s segments.
+   shifted by 10 frames, and on its consecutive 5 s segments; and the predicted vs tracked
+   jawOpen correlation over each whole unseen clip.
 4. sync (older, noisy: 12-90 frames): on the held-out part of the real clip with the longest held-out part: the offset found
    (target 0 +- 1) and its confidence, and the same with the audio shifted by 10 frames
    (video lagging): the offset found there (target +10) and the confidence of offset 0 (median
@@ -186,6 +187,20 @@ def sync_scan(bundle, store: Path, start: int = 0, stop: int | None = None, shif
             "frames": int(stop - start)}
 
 
+def whole_clip_jaw_r(bundle, store: Path) -> float:
+    """Pearson r of the predicted vs the tracked jawOpen over every frame of a clip the
+    model never saw (its speaker's mean pose: the model's training mean; r ignores it)."""
+    import h5py
+
+    with h5py.File(store) as f:
+        fps, n = float(f["frames"].attrs["fps"]), int(f["frames"].shape[0])
+        pcm = f["audio/pcm"][()]
+        names = [s.decode() if isinstance(s, bytes) else str(s) for s in f["tracking"].attrs["expression_names"]]
+        tracked = f["tracking/expression"][()][:, names.index("jawOpen")]
+    pred = bundle.predict_expressions(bundle.windows(pcm, fps, n))[:, bundle.mouth_names.index("jawOpen")]
+    return round(pearson(pred, tracked), 3)
+
+
 def sync_heldout_clips(stores: list[Path], hold: list[str], work: Path, steps: int, seg_seconds: float = 5.0) -> dict:
     """The sync acceptance on whole clips the model never saw: fit on every store except
     ``hold`` (their speakers' other clips stay in), then for each held-out clip the offset and
@@ -210,7 +225,7 @@ def sync_heldout_clips(stores: list[Path], hold: list[str], work: Path, steps: i
         seg0 = [sync_scan(bundle, s, a, b, 0) for a, b in segs]
         seg10 = [sync_scan(bundle, s, a, b, 10) for a, b in segs]
         out["clips"].append({
-            "clip": s.stem, "frames": n,
+            "clip": s.stem, "frames": n, "whole_clip_jawOpen_r": whole_clip_jaw_r(bundle, s),
             "whole_aligned": sync_scan(bundle, s, 0, n - 10, 0),
             "whole_audio_shifted_10": sync_scan(bundle, s, 0, n - 10, 10),
             f"segments_{seg_seconds:g}s": {

@@ -249,3 +249,33 @@ def test_two_optimisation_steps_decrease_the_rendering_loss():
     with torch.no_grad():
         losses.append(loss().item())
     assert losses[2] < losses[1] < losses[0]
+
+
+def test_cond_attention_gates_the_condition_per_position():
+    """cond_attention: the first layer sees sigmoid(A h) * cond in place of cond (by hand)."""
+    f = FastField(C, LAT, levels=2, features=2, log2_table=8, base_res=4, max_res=8, hidden=16,
+                  geo_features=3, color_hidden=8, cond_attention=True).double()
+    x, v = _inputs(4, 3, seed=3)
+    cond, lat = torch.randn(4, C, dtype=torch.float64), torch.randn(LAT, dtype=torch.float64)
+    density, rgb = f(x.double(), v.double(), cond, lat)
+    h = f.grid(f.normalize(x)).double()
+    gated = field.per_sample(cond, 4, 3) * torch.sigmoid(f.attention(h))
+    inp = torch.cat([h, gated, field.per_sample(lat, 4, 3)], -1)
+    out = f.density_out(torch.relu(f.density_hidden(torch.relu(f.density_in(inp)))))
+    torch.testing.assert_close(density, torch.exp(out[..., 0] + f.density_bias))
+    (density.sum() + rgb.sum()).backward()
+    assert f.attention.weight.grad.abs().sum() > 0
+
+
+def test_a_field_without_latent_codes():
+    """latent_dim 0 (train --latent-dim 0): empty latents, same outputs as the split MLP."""
+    f = FastField(C, 0, levels=2, features=2, log2_table=8, base_res=4, max_res=8, hidden=16,
+                  geo_features=3, color_hidden=8).double()
+    x, v = _inputs(4, 3, seed=4)
+    cond = torch.randn(4, C, dtype=torch.float64)
+    density, rgb = f(x.double(), v.double(), cond, torch.zeros(0, dtype=torch.float64))
+    h = f.grid(f.normalize(x)).double()
+    inp = torch.cat([h, field.per_sample(cond, 4, 3)], -1)
+    out = f.density_out(torch.relu(f.density_hidden(torch.relu(f.density_in(inp)))))
+    torch.testing.assert_close(density, torch.exp(out[..., 0] + f.density_bias))
+    assert rgb.shape == (4, 3, 3)

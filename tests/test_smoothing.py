@@ -176,3 +176,14 @@ def test_condition_smoothing_shapes_gradients_and_switch_on():
     assert cs.enabled(10, start_step=10) and not cs.enabled(9, start_step=10)
     assert ConditionSmoothing(4, 4, start_step=50).enabled(50)
     assert "start_step=200000" in repr(cs)
+
+
+def test_without_latent_codes_only_the_condition_is_smoothed():
+    """latent_dim 0 (train --latent-dim 0): no latent smoother; the empty codes pass through."""
+    torch.manual_seed(0)
+    s = ConditionSmoothing(cond_dim=6, latent_dim=0, window=4)
+    assert s.latent is None
+    cond, lat = s(torch.randn(3, 4, 6), torch.zeros(3, 4, 0))
+    assert cond.shape == (3, 6) and lat.shape == (3, 0)
+    codes = FrameLatentCodes([5, 3], dim=0)
+    assert codes(torch.tensor([0, 1]), torch.tensor([4, 2])).shape == (2, 0)

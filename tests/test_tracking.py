@@ -7,7 +7,7 @@ from scipy.spatial.transform import Rotation
 
 from minerf_cli.facemodel import load_face_model
 from minerf_cli.geometry import FLIP, axis_angle_to_matrix, euler_pitch_yaw_roll, rigid
-from minerf_cli.tracking import Correspondence, FitConfig, box_qp, fit, landmark_basis
+from minerf_cli.tracking import Correspondence, FitConfig, _correct_rotation, box_qp, fit, landmark_basis, view_features
 
 
 def test_axis_angle_matches_scipy():
@@ -26,6 +26,26 @@ def test_euler_convention_is_deep3d():
     rz = np.array([[c(roll), -s(roll), 0], [s(roll), c(roll), 0], [0, 0, 1]])
     M = rigid((FLIP @ rz @ ry @ rx)[None], np.zeros((1, 3)))
     assert np.allclose(euler_pitch_yaw_roll(M)[0], [pitch, yaw, roll], atol=1e-6)
+
+
+def test_view_features_and_rotation_correction():
+    # frontal head 70 cm away: the camera straight ahead; turned (yaw) -> v_x follows the sine
+    t = np.array([[0.0, 0.0, 70.0], [0.0, 0.0, 70.0]])
+    R = np.stack([FLIP, FLIP @ axis_angle_to_matrix(np.array([0.0, 0.2, 0.0]))])
+    v = view_features(R, t)
+    assert np.abs(v[0]).max() < 1e-12 and abs(abs(v[1, 0]) - np.sin(0.2)) < 1e-9 and abs(v[1, 1]) < 1e-12
+    # the correction turns the head by w about the landmarks' centroid, which stays put
+    mean = np.random.default_rng(0).normal(size=(20, 3)) + np.array([0.0, 2.0, 5.0])
+    weight = np.ones(20)
+    rotation = np.zeros((3, 3))
+    rotation[0] = [0.03, 0.0, 0.0]
+    rotation[2] = [0.0, 0.01, 0.0]  # second identity coefficient
+    ident = np.array([0.0, 1.0])
+    R2, t2 = _correct_rotation(R, t, rotation, ident, mean, weight)
+    c = mean.mean(0)
+    assert np.allclose(np.einsum("nij,j->ni", R2, c) + t2, np.einsum("nij,j->ni", R, c) + t, atol=1e-4)
+    w = Rotation.from_matrix(np.einsum("nji,njk->nik", R, R2.astype(np.float64))).as_rotvec()
+    assert np.allclose(w, [[-0.03, -0.01, 0.0]] * 2, atol=1e-6)
 
 
 def test_box_qp_matches_brute_force():

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from minerf_cli import runs
-from minerf_cli.clips import projected_boxes, split_indices
+from minerf_cli.clips import MOUTH_REGION_LANDMARKS, mouth_boxes, projected_boxes, split_indices
 from minerf_cli.errors import FormatError, MinerfError, UsageError
 from minerf_cli.nerf.model import MINeRF, ModelConfig
 from minerf_cli.nerf.rays import head_rays, near_far_box, project_box, sample_box_pixels
 from minerf_cli.rendering import face_box
-from minerf_cli.training import TrainConfig, learning_rate
+from minerf_cli.training import TrainConfig, frame_pixels, learning_rate
 from minerf_cli.transfer import parse_frames, pingpong
 
 
@@ -172,6 +172,36 @@ def test_sample_box_pixels_at_the_image_border_and_fraction():
     assert ((ij[:n_in] < 4).all())
     ij = sample_box_pixels(16, torch.tensor([3.0, 5.0, 9.0, 7.0]), 32, 32, 0.0, generator=g)
     assert ij.shape == (16, 2) and (ij >= 0).all() and (ij < 32).all()
+
+
+def test_mouth_boxes_by_hand_and_frames_without_landmarks():
+    lm = np.full((4, 478, 3), np.nan, np.float32)
+    pts = np.zeros((len(MOUTH_REGION_LANDMARKS), 3), np.float32)
+    pts[:, 0] = np.linspace(40, 60, len(pts))  # u 40..60: width 20, margin 0.2 * 20 = 4
+    pts[:, 1] = np.linspace(70, 90, len(pts))  # v 70..90
+    lm[0, list(MOUTH_REGION_LANDMARKS)] = pts
+    lm[2, list(MOUTH_REGION_LANDMARKS)] = pts + [50, 30, 0]  # v up to 124 + 4: clipped to 100
+    boxes = mouth_boxes(lm, height=100, width=120)
+    np.testing.assert_allclose(boxes[0], [36, 66, 64, 94])
+    np.testing.assert_allclose(boxes[2], [86, 96, 114, 100])
+    np.testing.assert_allclose(boxes[1], boxes[0])  # no landmarks: the nearest valid frame's (ties: earlier)
+    np.testing.assert_allclose(boxes[3], boxes[2])
+    assert boxes.dtype == np.float32
+    np.testing.assert_allclose(mouth_boxes(np.full((2, 478, 3), np.nan), 100, 120), [[0, 0, 120, 100]] * 2)
+
+
+def test_frame_pixels_draws_the_mouth_share_inside_the_mouth_box():
+    torch.manual_seed(0)
+    head = torch.tensor([0.0, 0.0, 80.0, 64.0])
+    mouth = torch.tensor([30.0, 40.0, 50.0, 50.0])
+    ij = frame_pixels(200, head, mouth, 64, 80, TrainConfig(mouth_fraction=0.25))
+    assert ij.shape == (200, 2)
+    m = ij[150:]  # the last round(200 * 0.25) = 50 pixels
+    assert ((m[:, 0] >= 40) & (m[:, 0] < 50) & (m[:, 1] >= 30) & (m[:, 1] < 50)).all()
+    inside = (ij[:, 0] >= 40) & (ij[:, 0] < 50) & (ij[:, 1] >= 30) & (ij[:, 1] < 50)
+    assert inside[:150].float().mean() < 0.3  # the head-box draws are spread over the frame
+    # no mouth box or a zero share: MI-NeRF's draw alone
+    assert frame_pixels(20, head, None, 64, 80, TrainConfig(mouth_fraction=0.25)).shape == (20, 2)
 
 
 # -- runs.read_config ---------------------------------------------------------------------------
