@@ -35,8 +35,8 @@ def lipsync(
     gives the other blendshapes, the head motion and the background, walked back and forth
     when the speech is longer than the clip. The mp4 carries the speech, and audio and video
     have the same length. The mouth follows the speech only if the run's field follows the
-    expression: train with --latent-dim 0 --mouth-rays 0.3 and enough steps (16000 on one
-    18-s clip, fast field; 4000 were too few).
+    expression, which takes training length: 16000 steps on one 18-s clip (fast field,
+    --mouth-rays 0.3); 4000 were too few.
 
     Example: minerf lipsync runs/multi --id ana --audio dub_es.wav --audio-model audio_model/ -o ana_es.mp4
     """
