@@ -332,7 +332,8 @@ class _Problem:
         dcam[..., :3] = -_skew(Rp)
         if self.vb is not None:  # the view-dependent offsets turn with the head: d v / d rot = -R^T [t/|t|]x
             dv = -R.transpose(0, 2, 1) @ _skew(t / np.linalg.norm(t, axis=-1, keepdims=True))  # (N,3,3)
-            dcam[..., :3] += np.einsum("nij,klj,nkm->nlim", R, self.vb, dv[:, :len(self.vb)])
+            K = len(self.vb)  # R_n @ sum_k vb[k, l] dv[n, k], as two batched matmuls: (N,L,3,3)
+            dcam[..., :3] += R[:, None] @ (self.vb.transpose(1, 2, 0)[None] @ dv[:, None, :K])
         dcam[..., 3:6] = np.eye(3, dtype=np.float32)
         # R @ EX_l for every landmark in one batched matmul: (N,3,3) @ (3, L*E)
         dcam[..., 6:] = (R @ self.ex_flat).reshape(n, 3, L, E).transpose(0, 2, 1, 3)
