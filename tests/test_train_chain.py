@@ -490,6 +490,7 @@ def test_lipsync_recipe_without_latent_codes_and_with_mouth_rays(stores, tmp_pat
     assert cfg["model"]["latent_dim"] == 0 and cfg["train"]["mouth_fraction"] == 0.3
     p = ok(cli("personalize", run, "--id", "third", "--store", stores["third"], "-o", tmp_path / "p", "--steps", "2"))
     assert p["new_identity"] is True
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["train"]["mouth_fraction"] == 0.3
     t = ok(cli("transfer", tmp_path / "p", "--id", "third", "--from", stores["id00"], "--frames", "0:2",
                "--store", tmp_path / "t.h5"))
     assert t["frames"] == 2
