@@ -75,18 +75,17 @@ def mouth_boxes(landmarks: np.ndarray, height: int, width: int, margin: float = 
     With no valid frame at all every box is the whole image."""
     pts = landmarks[:, list(MOUTH_REGION_LANDMARKS), :2].astype(np.float64)  # (N, P, 2)
     ok = np.isfinite(pts).all((1, 2))
-    boxes = np.tile(np.array([0, 0, width, height], np.float64), (len(pts), 1))
     if not ok.any():
-        return boxes.astype(np.float32)
-    lo, hi = pts[ok].min(1), pts[ok].max(1)  # (V, 2)
-    m = margin * (hi[:, :1] - lo[:, :1])  # (V, 1) from the box's width
+        return np.tile(np.array([0, 0, width, height], np.float32), (len(pts), 1))
+    from .metrics import nearest_valid
+
+    pts = pts[nearest_valid(ok)]  # frames without landmarks: the nearest valid frame's
+    lo, hi = pts.min(1), pts.max(1)  # (N, 2)
+    m = margin * (hi[:, :1] - lo[:, :1])  # (N, 1) from the box's width
     lo = np.maximum(lo - m, 0)
     hi = np.minimum(hi + m, [width, height])
     hi = np.maximum(hi, lo + 1)
-    valid = np.flatnonzero(ok)
-    nearest = valid[np.abs(np.arange(len(pts))[:, None] - valid[None, :]).argmin(1)]  # (N,)
-    boxes = np.concatenate([lo, hi], 1)[np.searchsorted(valid, nearest)]
-    return boxes.astype(np.float32)
+    return np.concatenate([lo, hi], 1).astype(np.float32)
 
 
 class FrameCache:

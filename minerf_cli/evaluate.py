@@ -299,9 +299,7 @@ def crop_boxes(landmarks: np.ndarray, size: tuple[int, int], scale: float, what:
     boxes = np.zeros((len(landmarks), 4), np.int64)
     for k in idx:
         boxes[k] = metrics.face_box(landmarks[k], size, scale)
-    for k in np.flatnonzero(~ok):
-        boxes[k] = boxes[idx[np.argmin(np.abs(idx - k))]]
-    return boxes
+    return boxes[metrics.nearest_valid(ok)]
 
 
 def _lpips_net(opts: EvalOptions) -> Any:

@@ -258,6 +258,18 @@ def face_box(landmarks: np.ndarray, image_size: tuple[int, int] | None = None, s
     return np.array([x0, y0, x0 + s, y0 + s], np.int64)
 
 
+def nearest_valid(ok: np.ndarray) -> np.ndarray:
+    """(N,) bool -> (N,) int64: for each index the nearest index where ``ok`` is True (itself
+    where it is; a tie goes to the earlier one), e.g. the frame whose face box stands in for
+    a frame without landmarks. O(N log V); ``ok`` needs at least one True."""
+    valid = np.flatnonzero(ok)
+    n = np.arange(len(ok))
+    right = np.minimum(np.searchsorted(valid, n), len(valid) - 1)
+    left = np.maximum(right - 1, 0)
+    take_left = np.abs(n - valid[left]) <= np.abs(valid[right] - n)
+    return valid[np.where(take_left, left, right)]
+
+
 def crop(img: np.ndarray, box: np.ndarray) -> np.ndarray:
     """img (H, W, ...) and box [x0, y0, x1, y1] -> img[y0:y1, x0:x1] (clipped to the image)."""
     x0, y0, x1, y1 = (int(v) for v in box)

@@ -74,8 +74,8 @@ def pearson(a, b):
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def heldout_jaw(bundle, store: Path, test_fraction: float = 0.1):
-    """(predicted, tracked) jawOpen on the held-out frames of one store, and the first held-out frame."""
+def read_jaw(store: Path) -> tuple[float, int, np.ndarray, np.ndarray]:
+    """A tracked store's fps, frame count, 16 kHz audio (S,) and tracked jawOpen (N,)."""
     import h5py
 
     with h5py.File(store) as f:
@@ -84,6 +84,12 @@ def heldout_jaw(bundle, store: Path, test_fraction: float = 0.1):
         pcm = f["audio/pcm"][()]
         names = [s.decode() if isinstance(s, bytes) else str(s) for s in f["tracking"].attrs["expression_names"]]
         tracked = f["tracking/expression"][()][:, names.index("jawOpen")]
+    return fps, n, pcm, tracked
+
+
+def heldout_jaw(bundle, store: Path, test_fraction: float = 0.1):
+    """(predicted, tracked) jawOpen on the held-out frames of one store, and the first held-out frame."""
+    fps, n, pcm, tracked = read_jaw(store)
     n0 = n - max(1, int(round(n * test_fraction)))
     w = bundle.windows(pcm, fps, n)[n0:]
     # a residual model adds the speaker's mean pose (the store's training-part mean, kept in the bundle)
@@ -190,13 +196,7 @@ def sync_scan(bundle, store: Path, start: int = 0, stop: int | None = None, shif
 def whole_clip_jaw_r(bundle, store: Path) -> float:
     """Pearson r of the predicted vs the tracked jawOpen over every frame of a clip the
     model never saw (its speaker's mean pose: the model's training mean; r ignores it)."""
-    import h5py
-
-    with h5py.File(store) as f:
-        fps, n = float(f["frames"].attrs["fps"]), int(f["frames"].shape[0])
-        pcm = f["audio/pcm"][()]
-        names = [s.decode() if isinstance(s, bytes) else str(s) for s in f["tracking"].attrs["expression_names"]]
-        tracked = f["tracking/expression"][()][:, names.index("jawOpen")]
+    fps, n, pcm, tracked = read_jaw(store)
     pred = bundle.predict_expressions(bundle.windows(pcm, fps, n))[:, bundle.mouth_names.index("jawOpen")]
     return round(pearson(pred, tracked), 3)
 

@@ -310,3 +310,13 @@ def test_lpips_wrong_files_are_refused_clearly(tmp_path):
         metrics.load_lpips(junk, lin_path)
     with pytest.raises(MinerfError, match="not found"):
         metrics.load_lpips(tmp_path / "missing.pth", lin_path)
+
+
+def test_nearest_valid_by_hand():
+    from minerf_cli.metrics import nearest_valid
+
+    ok = np.array([False, False, True, False, False, False, True, False])
+    # 0,1 -> 2; 3,4 -> 2 (4: tie between 2 and 6 goes to the earlier); 5 -> 6; 7 -> 6
+    assert nearest_valid(ok).tolist() == [2, 2, 2, 2, 2, 6, 6, 6]
+    assert nearest_valid(np.array([True, True])).tolist() == [0, 1]
+    assert nearest_valid(np.array([False, True, False])).tolist() == [1, 1, 1]
