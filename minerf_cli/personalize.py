@@ -102,12 +102,14 @@ def personalize(run: Path, name: str, store_path: Path, output: Path | None = No
     codes = {id(model.identity.table.weight), id(model.latent.table.weight)}
     for g in groups:
         g["params"] = [p for p in g["params"] if id(p) not in codes]
-    tables = [t for t in (model.identity.table.weight, model.latent.table.weight) if t.numel()]  # (--latent-dim 0)
+    # each code table with its first row of this video (a run without latent codes has an empty table)
+    rows = [(t, first) for t, first in ((model.identity.table.weight, video),
+                                        (model.latent.table.weight, int(model.latent.offsets[video]))) if t.numel()]
+    tables = [t for t, _ in rows]
     if new:
         # only the new person's rows learn: the other identities' codes stay as trained (a
         # zero gradient leaves a fresh Adam's update at exactly zero)
-        firsts = {id(model.identity.table.weight): video, id(model.latent.table.weight): int(model.latent.offsets[video])}
-        for table, first in ((t, firsts[id(t)]) for t in tables):
+        for table, first in rows:
             mask = torch.zeros_like(table[:, :1])
             mask[first:] = 1.0
             table.register_hook(lambda grad, m=mask: grad * m)
