@@ -360,6 +360,13 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / np.maximum(na * nb, 1e-12)
 
 
+def centroid_distances(descriptors: np.ndarray, centroid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 128) descriptors and a person's (128,) centroid -> per descriptor the cosine
+    distance 1 - cos (ACD's term) and the Euclidean distance (dlib's), both (n,)."""
+    cos = cosine_similarity(descriptors, centroid[None])
+    return 1.0 - cos, np.linalg.norm(descriptors - centroid[None], axis=-1)
+
+
 def identity_scores(generated: np.ndarray, reference: np.ndarray) -> dict:
     """Identity of generated frames against a reference identity, from dlib descriptors.
 
@@ -378,12 +385,10 @@ def identity_scores(generated: np.ndarray, reference: np.ndarray) -> dict:
     if len(generated) == 0 or len(reference) == 0:
         nan = float("nan")
         return {"csim": nan, "acd": nan, "face_distance": nan, "same_person_fraction": nan}
-    centroid = reference.mean(0)
-    cos = cosine_similarity(generated, centroid[None])
-    dist = np.linalg.norm(generated - centroid[None], axis=-1)
+    cos_dist, dist = centroid_distances(generated, reference.mean(0))
     return {
-        "csim": float(cos.mean()),
-        "acd": float((1.0 - cos).mean()),
+        "csim": float((1.0 - cos_dist).mean()),
+        "acd": float(cos_dist.mean()),
         "face_distance": float(dist.mean()),
         "same_person_fraction": float((dist < SAME_PERSON_DISTANCE).mean()),
     }

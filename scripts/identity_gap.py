@@ -37,10 +37,10 @@ def descriptors(path: Path, fid, stride: int = 1) -> np.ndarray:
 
 
 def distances(desc: np.ndarray, centroid: np.ndarray) -> dict[str, np.ndarray]:
-    from minerf_cli.metrics import cosine_similarity
+    from minerf_cli.metrics import centroid_distances
 
-    return {"acd": 1.0 - cosine_similarity(desc, centroid[None]),
-            "face_distance": np.linalg.norm(desc - centroid[None], axis=-1)}
+    acd, dist = centroid_distances(desc, centroid)
+    return {"acd": acd, "face_distance": dist}
 
 
 def summary(x: np.ndarray) -> dict:
