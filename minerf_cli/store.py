@@ -176,6 +176,11 @@ def _attr_str(value) -> str | None:
     return None if value is None else str(value)
 
 
+def expression_names(f: h5py.File) -> list[str]:
+    """The blendshape names of /tracking/expression's columns (the /tracking attribute)."""
+    return [_attr_str(v) for v in f["tracking"].attrs["expression_names"]]
+
+
 def frames_codec(ds: h5py.Dataset) -> str:
     """LOSSLESS or JPEG: how a /frames dataset stores its frames (no check of the layout)."""
     codec = _attr_str(ds.attrs.get("codec"))

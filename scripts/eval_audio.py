@@ -78,11 +78,13 @@ def read_jaw(store: Path) -> tuple[float, int, np.ndarray, np.ndarray]:
     """A tracked store's fps, frame count, 16 kHz audio (S,) and tracked jawOpen (N,)."""
     import h5py
 
+    from minerf_cli.store import expression_names
+
     with h5py.File(store) as f:
         fps = float(f["frames"].attrs["fps"])
         n = int(f["frames"].shape[0])
         pcm = f["audio/pcm"][()]
-        names = [s.decode() if isinstance(s, bytes) else str(s) for s in f["tracking"].attrs["expression_names"]]
+        names = expression_names(f)
         tracked = f["tracking/expression"][()][:, names.index("jawOpen")]
     return fps, n, pcm, tracked
 

@@ -50,10 +50,6 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     return round(float(np.corrcoef(a[ok], b[ok])[0, 1]), 4)
 
 
-def names_of(attr) -> list[str]:
-    return [s.decode() if isinstance(s, bytes) else str(s) for s in attr]
-
-
 def read_render(path: Path) -> dict:
     import h5py
 
@@ -153,11 +149,11 @@ def retrack(args, work: Path, mp4: Path, r: dict, result: dict) -> tuple[np.ndar
     returns the re-tracked landmarks (NaN where invalid) and their fps."""
     import h5py
 
+    from minerf_cli.store import FrameReader, expression_names
+
     n = r["frames"]
     size = args.prep_size
     if size is None:
-        from minerf_cli.store import FrameReader
-
         with h5py.File(args.render) as f:
             size = FrameReader(f).height
     tracked = work / "retracked.h5"
@@ -171,7 +167,7 @@ def retrack(args, work: Path, mp4: Path, r: dict, result: dict) -> tuple[np.ndar
         print(json.dumps(result))
         sys.exit(1)
     with h5py.File(tracked) as f:
-        tn = names_of(f["tracking"].attrs["expression_names"])
+        tn = expression_names(f)
         te = f["tracking/expression"][()]
         err = f["tracking/fit_error"][()]
         valid = f["landmarks/valid"][()].astype(bool)

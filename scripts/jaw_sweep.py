@@ -43,13 +43,14 @@ def main() -> None:
     import h5py
 
     from minerf_cli.clips import split_indices
+    from minerf_cli.store import expression_names
 
     if args.output.resolve() == args.store.resolve():
         sys.exit("jaw_sweep: the output must differ from the store")
     shutil.copyfile(args.store, args.output)
     with h5py.File(args.output, "r+") as f:
         expr = f["tracking/expression"][()]
-        names = [s.decode() if isinstance(s, bytes) else str(s) for s in f["tracking"].attrs["expression_names"]]
+        names = expression_names(f)
         valid = f["landmarks/valid"][()].astype(bool) & np.isfinite(expr).all(1)
         train, _ = split_indices(len(expr), valid)
         mean = expr[train].mean(0)

@@ -94,7 +94,7 @@ def read_clip(path: Path, bundle: AudioBundle, identity: int, test_fraction: flo
         lm = f["landmarks/points"][()].astype(np.float32)
         valid = f["landmarks/valid"][()].astype(bool)
         ex = f["tracking/expression"][()].astype(np.float32)
-        names = [s.decode() if isinstance(s, bytes) else str(s) for s in f["tracking"].attrs["expression_names"]]
+        names = store.expression_names(f)
         err = f["tracking/fit_error"][()]
     if rate != SAMPLE_RATE:
         pcm = resample(pcm, rate, SAMPLE_RATE)
