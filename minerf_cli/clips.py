@@ -191,6 +191,11 @@ class Clip:
         i, j = ij[:, 0], ij[:, 1]
         return torch.where(head[i, j][:, None], self.plate[i, j], frame[i, j]).float() / 255.0
 
+    def head_at(self, n: int, ij: torch.Tensor) -> torch.Tensor:
+        """Frame n's head mask at pixels ij (R, 2) [i, j] -> (R,) bool."""
+        head = self.cache.get(n)[1]
+        return head[ij[:, 0], ij[:, 1]]
+
 
 def load_clip(path: Path, device: torch.device | str = "cpu", expr_dim: int | None = None,
               test_fraction: float = TEST_FRACTION, cache_frames: int | None = None) -> Clip:

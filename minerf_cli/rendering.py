@@ -60,17 +60,27 @@ def face_box(points: np.ndarray, height: int, width: int, scale: float = FACE_SC
     return tuple(int(v) for v in metrics.face_box(points, (height, width), scale))
 
 
+def box_hits(origins: torch.Tensor, dirs: torch.Tensor, box: tuple | None) -> torch.Tensor:
+    """Rays (..., 3) -> (...) bool: the ray meets ``box`` ((min, max) head space, the box
+    rendering looks at: ``MINeRF.render_box``; None: no ray). Only these pixels are
+    rendered, the others get the background."""
+    if box is None:
+        return torch.zeros(origins.shape[:-1], dtype=torch.bool, device=origins.device)
+    return near_far_box(origins, dirs, *box)[2]
+
+
 def render_frame(model: MINeRF, K: torch.Tensor, camera_from_head: torch.Tensor, cond: torch.Tensor,
                  latent: torch.Tensor, background: torch.Tensor, region: tuple[int, int, int, int] | None = None,
                  chunk: int = 16384, sampler: str = "auto") -> torch.Tensor:
     """One image: K (3, 3), camera_from_head (4, 4), cond (C,), latent (L,), background
-    (H, W, 3) float in [0, 1] -> (H, W, 3) float. Only pixels whose ray hits the head box
-    (and, if given, inside ``region`` [x0, y0, x1, y1)) are rendered; the rest is background."""
+    (H, W, 3) float in [0, 1] -> (H, W, 3) float. Only pixels whose ray hits the rendered
+    box (:func:`box_hits`; and, if given, inside ``region`` [x0, y0, x1, y1)) are rendered;
+    the rest is background."""
     H, W, _ = background.shape
     dev = background.device
     i, j = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
     o, d = head_rays(K, camera_from_head, torch.stack([i, j], -1))
-    _, _, hit = near_far_box(o, d, model.cfg.box_min, model.cfg.box_max)
+    hit = box_hits(o, d, model.render_box(sampler))
     if region is not None:
         x0, y0, x1, y1 = region
         inside = torch.zeros_like(hit)
@@ -83,16 +93,17 @@ def render_batch(model: MINeRF, K: torch.Tensor, camera_from_head: torch.Tensor,
                  latent: torch.Tensor, backgrounds: torch.Tensor, chunk: int = 16384, sampler: str = "auto") -> torch.Tensor:
     """Several images in one pass: K (3, 3), camera_from_head (B, 4, 4), cond (B, C), latent
     (B, L), backgrounds (B, H, W, 3) float in [0, 1] -> (B, H, W, 3) float. The pixels of
-    all B frames whose rays hit the head box are rendered together (per-ray codes), so the
+    all B frames whose rays hit the rendered box (:func:`box_hits`) are rendered together (per-ray codes), so the
     field sees large batches; the rest is background. ``sampler``: ``MINeRF.uses_marching``."""
     B, H, W, _ = backgrounds.shape
     dev = backgrounds.device
     i, j = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
     ij = torch.stack([i, j], -1)
     os_, ds, frame_of, pix = [], [], [], []
+    box = model.render_box(sampler)
     for b in range(B):
         o, d = head_rays(K, camera_from_head[b], ij)
-        _, _, hit = near_far_box(o, d, model.cfg.box_min, model.cfg.box_max)
+        hit = box_hits(o, d, box)
         sel = torch.nonzero(hit.reshape(-1))[:, 0]
         os_.append(o.reshape(-1, 3)[sel])
         ds.append(d.reshape(-1, 3)[sel])

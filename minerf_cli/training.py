@@ -30,7 +30,7 @@ from .devices import autocast
 from .errors import MinerfError
 from .nerf.model import MINeRF
 from .nerf.rays import head_rays, sample_box_pixels
-from .nerf.render import minerf_loss
+from .nerf.render import mask_loss, minerf_loss
 from .output import log, progress_bar
 from . import runs
 
@@ -44,6 +44,7 @@ class TrainConfig:
     frames_per_step: int = 1
     inside_fraction: float = 0.95
     mouth_fraction: float = 0.0  # share of the rays drawn inside the frame's mouth box (clips.mouth_boxes)
+    mask_weight: float = 0.0  # weight of the opacity-vs-head-mask term in the loss (nerf.render.mask_loss)
     lr: float = 5e-4
     lr_final: float = 5e-5
     grid_lr_scale: float = 20.0  # a fast field's grid learns at lr * this (Instant-NGP uses 1e-2)
@@ -167,7 +168,7 @@ def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.nd
     source, the (N, 4) of :func:`mouth_ray_boxes` (used when cfg.mouth_fraction > 0)."""
     F = cfg.frames_per_step
     per = [cfg.rays // F + (1 if k < cfg.rays % F else 0) for k in range(F)]
-    origins, dirs, gts, bgs, conds, lats, ids = [], [], [], [], [], [], []
+    origins, dirs, gts, bgs, conds, lats, ids, heads = [], [], [], [], [], [], [], []
     for k in range(F):
         s = int(rng.choice(len(sources), p=weights))
         video, clip = sources[s]
@@ -179,6 +180,8 @@ def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.nd
         dirs.append(d)
         gts.append(clip.frame(n)[ij[:, 0], ij[:, 1]].float() / 255.0)
         bgs.append(clip.background_at(n, ij))
+        if cfg.mask_weight:
+            heads.append(clip.head_at(n, ij))
         c, lat, ident = frame_codes(model, video, clip, n, smooth)
         conds.append(c)
         lats.append(lat)
@@ -192,6 +195,8 @@ def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.nd
     with autocast(device, precision):
         out = model.render_rays(o, d, cond, latent, bg, perturb=True)
     losses = minerf_loss(out["rgb"].float(), gt, torch.stack(lats), torch.stack(ids), out.get("rgb_coarse"))
+    if cfg.mask_weight:
+        losses["total"] = losses["total"] + cfg.mask_weight * mask_loss(out["opacity"].float(), torch.cat(heads))
     losses["total"].backward()
     mse = torch.mean((out["rgb"].detach().float() - gt) ** 2)
     return losses["total"].detach(), mse

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from minerf_cli.nerf.marching import march_render, occupied_samples
+from minerf_cli.nerf.marching import compact_samples, march_render, occupied_samples
 from minerf_cli.nerf.occupancy import OccupancyGrid, dilate, sigma_threshold
 
 BOX = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
@@ -208,3 +208,27 @@ def test_marched_and_pdf_rendering_agree_on_empty_space():
         model.fine.density_out.bias[0] = -60.0
     pdf = model.render_pixels(o, d, cond, lat, bg, sampler="pdf")
     assert torch.allclose(pdf, bg, atol=1e-5)
+
+
+def test_compact_samples_packs_each_rays_occupied_samples_to_the_left():
+    grid = OccupancyGrid(*BOX, resolution=2)  # cells split at 0 on each axis
+    grid.occupied.zero_()
+    grid.occupied[1, :, 1] = True  # x > 0 and z > 0
+    o = torch.tensor([[0.5, 0.5, -3.0], [-0.5, 0.5, -3.0]])  # the first ray's x is in the occupied half
+    d = torch.tensor([[0.0, 0.0, 1.0]] * 2)
+    near, far = torch.full((2,), 2.0), torch.full((2,), 4.0)  # z from -1 to 1
+    packed, count, cand = compact_samples(o, d, near, far, grid, 0.5, 4)  # t = 2.25, 2.75, 3.25, 3.75
+    assert cand.tolist() == [4, 4] and count.tolist() == [2, 0]
+    assert packed.shape == (2, 2)
+    assert packed[0].tolist() == [3.25, 3.75]  # z = 0.25, 0.75: the occupied half, front to back
+    assert torch.isinf(packed[1]).all()
+
+
+def test_occupied_box_bounds_the_occupied_cells():
+    grid = OccupancyGrid(*BOX, resolution=4)  # cells of 0.5
+    grid.occupied.zero_()
+    assert grid.occupied_box() is None
+    grid.occupied[1, 2, 3] = True
+    grid.occupied[2, 2, 1] = True
+    lo, hi = grid.occupied_box()
+    assert lo == pytest.approx([-0.5, 0.0, -0.5]) and hi == pytest.approx([0.5, 0.5, 1.0])

@@ -76,6 +76,16 @@ def test_loss_terms():
     torch.testing.assert_close(out2["photometric"], torch.tensor(0.25))
 
 
+def test_mask_loss_by_hand_and_its_gradient():
+    opacity = torch.tensor([0.2, 0.9, 0.0, 0.5], requires_grad=True)
+    head = torch.tensor([False, True, True, False])
+    loss = render.mask_loss(opacity, head)
+    # |0.2 - 0| + |0.9 - 1| + |0 - 1| + |0.5 - 0| = 1.8, over 4 rays
+    torch.testing.assert_close(loss, torch.tensor(0.45))
+    loss.backward()  # lowers the opacity outside the head, raises it inside
+    torch.testing.assert_close(opacity.grad, torch.tensor([0.25, -0.25, -0.25, 0.25]))
+
+
 # ---------------------------------------------------------------- conditioning
 
 

@@ -478,19 +478,21 @@ def test_streamed_frames_equal_preloaded_and_stay_bounded(stores, tmp_path):
 
 
 def test_lipsync_recipe_without_latent_codes_and_with_mouth_rays(stores, tmp_path):
-    """train --latent-dim 0 --mouth-rays 0.3 (the fast field, smoothing on, region attention),
+    """train --latent-dim 0 --mouth-rays 0.3 --mask-loss 0.1 (the fast field, smoothing on, region attention),
     then personalize an unseen person and render: the whole chain runs without latent codes."""
     run = tmp_path / "run"
     s = ok(cli("train", "--ids", stores["id00"], "-o", run, "--steps", "3", "--latent-dim", "0",
-               "--mouth-rays", "0.3", "--field", "fast", "--smooth-after", "2", "--field-option", "cond_attention=1",
-               "--field-option", "log2_table=10", "--samples", "8:8", "--rays", "32", "--device", "cpu",
-               "--test-frames", "1", "--val-every", "1000"))
+               "--mouth-rays", "0.3", "--mask-loss", "0.1", "--field", "fast", "--smooth-after", "2",
+               "--field-option", "cond_attention=1", "--field-option", "log2_table=10", "--samples", "8:8",
+               "--rays", "32", "--device", "cpu", "--test-frames", "1", "--val-every", "1000"))
     assert s["steps"] == 3 and math.isfinite(s["mean_test_psnr"])
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model"]["latent_dim"] == 0 and cfg["train"]["mouth_fraction"] == 0.3
+    assert cfg["train"]["mask_weight"] == 0.1
     p = ok(cli("personalize", run, "--id", "third", "--store", stores["third"], "-o", tmp_path / "p", "--steps", "2"))
     assert p["new_identity"] is True
-    assert json.loads((tmp_path / "p" / "config.json").read_text())["train"]["mouth_fraction"] == 0.3
+    pcfg = json.loads((tmp_path / "p" / "config.json").read_text())["train"]
+    assert pcfg["mouth_fraction"] == 0.3 and pcfg["mask_weight"] == 0.1
     t = ok(cli("transfer", tmp_path / "p", "--id", "third", "--from", stores["id00"], "--frames", "0:2",
                "--store", tmp_path / "t.h5"))
     assert t["frames"] == 2

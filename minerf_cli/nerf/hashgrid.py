@@ -35,6 +35,8 @@ import math
 import torch
 from torch import nn
 
+from . import hashgrid_triton
+
 PRIMES = (1, 2654435761, 805459861)  # Instant-NGP's spatial-hash primes (x, y, z)
 
 
@@ -109,6 +111,7 @@ class HashGrid(nn.Module):
         self.register_buffer("mult", torch.tensor(mult, dtype=torch.int64), persistent=False)
         self.register_buffer("level_offset", torch.tensor(self.offsets, dtype=torch.int32), persistent=False)
         self.table = nn.Parameter(torch.empty(total, features).uniform_(-init_scale, init_scale))
+        self.use_fused = True  # the Triton forward where it applies (fused_ok); False: PyTorch only
 
     def extra_repr(self) -> str:
         return (f"levels={self.levels}, features={self.features}, T=2^{self.table_size.bit_length() - 1}, "
@@ -156,12 +159,22 @@ class HashGrid(nn.Module):
         feats = self.table.index_select(0, idx.reshape(-1)).view(*idx.shape, self.features)
         return (feats * w[..., None]).sum(-2)  # (N, L, F)
 
+    def fused_ok(self, x: torch.Tensor) -> bool:
+        """Whether :mod:`.hashgrid_triton`'s fused kernel computes this forward: a CUDA input,
+        a float32 table, no gradient wanted (rendering) and Triton available."""
+        return (x.is_cuda and self.table.dtype == torch.float32 and self.use_fused
+                and not (torch.is_grad_enabled() and (self.table.requires_grad or x.requires_grad))
+                and hashgrid_triton.available())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., 3) in [0, 1]^3 -> (..., L * F) float32 (level-major), autocast disabled.
+        Without gradient on CUDA the fused kernel of :mod:`.hashgrid_triton` computes it.
 
         (float64 after ``.double()``: the computation follows the table's dtype, not x's.)
         """
         lead = x.shape[:-1]
+        if self.fused_ok(x):
+            return hashgrid_triton.hash_encode(self, x.reshape(-1, 3)).reshape(*lead, self.out_dim)
         with torch.autocast(device_type=x.device.type, enabled=False):
             out = self.encode(x.reshape(-1, 3))
         return out.reshape(*lead, self.out_dim)

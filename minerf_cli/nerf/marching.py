@@ -4,7 +4,10 @@ Used to render with a trained model (``MINeRF.render_rays_marched``). Along each
 candidate samples are uniform steps t_k = near + (k + 1/2) step, k = 0..n_steps-1, inside
 [near, far); only those in occupied cells of the grid are evaluated (packed: the field
 sees a flat list of points), in rounds of ``per_round`` occupied samples per ray, front to
-back; after each round rays whose transmittance fell below ``min_transmittance`` stop.
+back; after each round rays whose transmittance fell below ``min_transmittance`` stop, and
+only the rays still going are looked at in the next round (:func:`compact_samples` packs
+each ray's occupied samples to the left of an (R, M) table, so a round reads just its
+columns of the live rays).
 
 Compositing is the quadrature of :mod:`.render` with delta = step for every sample (the
 width of the sample's own interval, as in Instant-NGP): alpha = 1 - exp(-sigma step),
@@ -33,18 +36,38 @@ class MarchStats:
     rounds: int
 
 
+def candidates(origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
+               grid: OccupancyGrid, step: float, n_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Uniform-step candidates of rays (R, 3) over [near, far) (R,) -> t (R, n), valid
+    (R, n) (inside [near, far)), occupied (R, n) (valid and in an occupied cell)."""
+    k = torch.arange(n_steps, device=origins.device, dtype=origins.dtype)
+    t = near[:, None] + (k + 0.5) * step  # (R, n)
+    valid = t < far[:, None]
+    return t, valid, valid & grid.is_occupied(origins[:, None, :] + dirs[:, None, :] * t[..., None])
+
+
 def occupied_samples(origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
                      grid: OccupancyGrid, step: float, n_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Occupied candidate samples of rays (R, 3) over [near, far) (R,) ->
     ray (P,) int64, t (P,), rank (P,) int64 (0 for a ray's first occupied sample, sorted by
     ray then t), candidates (R,) int64 (samples inside [near, far) per ray)."""
-    k = torch.arange(n_steps, device=origins.device, dtype=origins.dtype)
-    t = near[:, None] + (k + 0.5) * step  # (R, n)
-    valid = t < far[:, None]
-    occ = valid & grid.is_occupied(origins[:, None, :] + dirs[:, None, :] * t[..., None])
+    t, valid, occ = candidates(origins, dirs, near, far, grid, step, n_steps)
     rank = torch.cumsum(occ, 1) - 1
     ray, col = torch.nonzero(occ, as_tuple=True)
     return ray, t[ray, col], rank[ray, col], valid.sum(1)
+
+
+def compact_samples(origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
+                    grid: OccupancyGrid, step: float, n_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The occupied candidate samples of each ray, front to back, packed to the left:
+    rays (R, 3), near, far (R,) -> t (R, M) (inf past a ray's last occupied sample, M the
+    largest count), count (R,) int64 occupied samples per ray, candidates (R,) int64."""
+    ray, t, rank, cand = occupied_samples(origins, dirs, near, far, grid, step, n_steps)
+    count = torch.bincount(ray, minlength=origins.shape[0])
+    M = int(count.max()) if count.numel() else 0
+    packed = torch.full((origins.shape[0], max(M, 1)), float("inf"), device=origins.device, dtype=t.dtype)
+    packed[ray, rank] = t
+    return packed[:, :M], count, cand
 
 
 def per_point(code: torch.Tensor, ray: torch.Tensor) -> torch.Tensor:
@@ -66,33 +89,30 @@ def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.
     """
     R = origins.shape[0]
     dev = origins.device
-    ray, t, rank, cand = occupied_samples(origins, dirs, near, far, grid, step, n_steps)
+    packed, count, cand = compact_samples(origins, dirs, near, far, grid, step, n_steps)
     T = torch.ones(R, device=dev)
     color = torch.zeros(R, 3, device=dev)
-    alive = torch.ones(R, dtype=torch.bool, device=dev)
-    evaluated, rounds = 0, 0
-    n_occ = int(ray.numel())
-    start = 0
-    while n_occ:
-        sel = (rank >= start) & (rank < start + per_round) & alive[ray]
-        idx = torch.nonzero(sel, as_tuple=True)[0]
-        if idx.numel() == 0:
-            break
-        r, col = ray[idx], rank[idx] - start
-        x = origins[r] + dirs[r] * t[idx, None]
+    evaluated, rounds, start = 0, 0, 0
+    active = torch.nonzero(count > 0)[:, 0]  # rays with samples left, still transparent enough
+    while active.numel():
+        tt = packed[active, start:start + per_round]  # (A, K)
+        pr, pc = torch.nonzero(torch.isfinite(tt), as_tuple=True)
+        r = active[pr]
+        x = origins[r] + dirs[r] * tt[pr, pc, None]
         density, rgb = field(x[:, None, :], dirs[r], per_point(cond, r), per_point(latent, r))
-        alpha = torch.zeros(R, per_round, device=dev)
-        alpha[r, col] = -torch.expm1(-density[:, 0].float() * step)
-        colors = torch.zeros(R, per_round, 3, device=dev)
-        colors[r, col] = rgb[:, 0].float()
-        trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha], 1), 1)  # (R, K + 1)
-        w = T[:, None] * trans[:, :-1] * alpha
-        color += (w[..., None] * colors).sum(1)
-        T = T * trans[:, -1]
-        alive = T > min_transmittance
-        evaluated += int(idx.numel())
+        alpha = torch.zeros_like(tt)
+        alpha[pr, pc] = -torch.expm1(-density[:, 0].float() * step)
+        colors = torch.zeros(*tt.shape, 3, device=dev)
+        colors[pr, pc] = rgb[:, 0].float()
+        trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha], 1), 1)  # (A, K + 1)
+        Ta = T[active]
+        color[active] += ((Ta[:, None] * trans[:, :-1] * alpha)[..., None] * colors).sum(1)
+        Ta = Ta * trans[:, -1]
+        T[active] = Ta
+        evaluated += int(pr.numel())
         rounds += 1
         start += per_round
+        active = active[(Ta > min_transmittance) & (count[active] > start)]
     color = color + T[:, None] * background.float()
-    stats = MarchStats(int(cand.sum()), n_occ, evaluated, rounds)
+    stats = MarchStats(int(cand.sum()), int(count.sum()), evaluated, rounds)
     return color, 1.0 - T, stats

@@ -170,12 +170,24 @@ class MINeRF(nn.Module):
         ``self.last_march`` keeps the sample counts of the call."""
         if self.occupancy is None:
             raise RuntimeError("this model has no occupancy grid (trained before minerf had one)")
-        near, far, hit = near_far_box(origins, dirs, self.cfg.box_min, self.cfg.box_max)
+        box = self.render_box("grid")
+        if box is None:  # no occupied cell: every ray shows its background
+            self.last_march = MarchStats(0, 0, 0, 0)
+            return {"rgb": background.float(), "opacity": torch.zeros(origins.shape[0], device=origins.device)}
+        near, far, hit = near_far_box(origins, dirs, *box)
         far = torch.where(hit, far, near)
         rgb, opacity, self.last_march = march_render(self.fine, self.occupancy, origins, dirs, near, far, cond,
                                                      latent, background, self.march_step, self.cfg.march_steps,
                                                      **self.march_options)
         return {"rgb": rgb, "opacity": opacity}
+
+    def render_box(self, sampler: str = "auto") -> tuple[list[float], list[float]] | None:
+        """The head-space box rendering has to look at (a host sync when marching): the
+        bounds of the occupancy grid's occupied cells when rendering through the grid (None
+        when none is occupied: every ray shows the background), else the field's head box."""
+        if self.uses_marching(sampler):
+            return self.occupancy.occupied_box()
+        return list(self.cfg.box_min), list(self.cfg.box_max)
 
     def uses_marching(self, sampler: str = "auto") -> bool:
         """Whether rendering goes through the occupancy grid: ``sampler`` "grid", or "auto"

@@ -89,6 +89,16 @@ class OccupancyGrid(nn.Module):
         """Share of occupied cells, a 0-d tensor (no host sync)."""
         return self.occupied.float().mean()
 
+    def occupied_box(self) -> tuple[list[float], list[float]] | None:
+        """Head-space bounds (min, max) of the occupied cells (a host sync), None if no cell
+        is occupied: rays that miss this box have nothing to render."""
+        ijk = torch.nonzero(self.occupied)
+        if ijk.numel() == 0:
+            return None
+        lo = self.box_min + ijk.amin(0).float() * self.cell
+        hi = self.box_min + (ijk.amax(0).float() + 1.0) * self.cell
+        return lo.tolist(), hi.tolist()
+
     def set_threshold(self, alpha_threshold: float, step: float, dilation: bool = True) -> None:
         """Re-derive ``occupied`` from the sampled densities for another opacity threshold
         or marching step (rendering settings); a grid never updated stays all-occupied."""

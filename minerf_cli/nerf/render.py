@@ -106,3 +106,17 @@ def minerf_loss(rgb: torch.Tensor, rgb_gt: torch.Tensor, latent: torch.Tensor, i
     l_latent, l_identity = code_norm(latent), code_norm(identity)
     total = photometric + lambda_latent * l_latent + lambda_identity * l_identity
     return {"total": total, "photometric": photometric, "latent": l_latent, "identity": l_identity}
+
+
+def mask_loss(opacity: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """Mean |opacity - head mask| over rays: opacity (R,), head (R,) bool -> scalar.
+
+    Under the per-frame background rule (module docstring) a pixel outside the head mask
+    has its own colour as background, so the field has nothing to draw there (opacity 0
+    is right), and a pixel inside it has the background plate behind the head, which the
+    head must cover (opacity 1). The photometric loss alone does not ask for either: a
+    faint haze around the head, or a half-transparent head whose colour makes up for the
+    plate showing through, fit the pixels as well. Both make rendering slow (rays that never
+    become opaque are marched to the end of the box, every sample evaluated) and a haze can
+    show on another person's expression. This term asks for the opacity the rule implies."""
+    return (opacity - head.to(opacity.dtype)).abs().mean()

@@ -1,0 +1,162 @@
+"""Rendering speed (issue 5): train a fast field on one store, then time rendering settings.
+
+    python bench/bench_render.py --store .gpudata/r4/styletalk_KristiNoem_av.h5 --steps 4000 \
+        --mask 0,0.01 --out gpu_out/render [--profile]
+
+For each --mask weight (``TrainConfig.mask_weight``: the loss asking each ray's opacity to
+match the head mask, ``nerf.render.mask_loss``) one fast field is trained in this process with the README's recipe
+(4096 rays from 2 frames a step, lr 1e-3 -> 1e-4, ``--latent-dim 0 --mouth-rays 0.3``), then:
+
+* held-out face-crop PSNR with the occupancy-grid renderer and with the training sampler;
+* render frames/s at the store's size under each setting of SETTINGS (model time: rays,
+  rendering, compositing, uint8 copy to the host; 8 frames a batch over --frames frames of
+  the clip, its own backgrounds and poses, second pass timed), field evaluations per frame
+  and the held-out PSNR under that setting;
+* with --profile, the top CUDA kernels of one batch (torch.profiler).
+
+Writes OUT/render.json; logs on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SETTINGS = {  # name: march options (MINeRF.march_options), rays per marching call, fused hash kernel
+    "default": ({}, None, True),
+    "pytorch_hash": ({}, None, False),
+    "t0.01": ({"min_transmittance": 1e-2}, None, True),
+    "round32": ({"per_round": 32}, None, True),
+    "chunk262k": ({}, 262144, True),
+}
+
+
+def train_one(store: Path, steps: int, mask: float, dev, precision, out: Path):
+    from minerf_cli.nerf.model import MINeRF, ModelConfig
+    from minerf_cli.train import FIELD_DEFAULTS, FIELD_OPTIONS, load_sources
+    from minerf_cli.training import TrainConfig, fit
+
+    clips = load_sources([store], dev)
+    torch.manual_seed(0)
+    mcfg = ModelConfig(field="fast", **FIELD_DEFAULTS["fast"], field_options=dict(FIELD_OPTIONS["fast"]),
+                       expr_dim=clips[0].expression.shape[1], latent_dim=0,
+                       frames_per_video=[c.n_frames for c in clips], occupancy_resolution=64)
+    model = MINeRF(mcfg).to(dev)
+    cfg = TrainConfig(steps=steps, rays=4096, frames_per_step=2, mouth_fraction=0.3, mask_weight=mask,
+                      lr=1e-3, lr_final=1e-4, grid_lr_scale=10.0, smooth_after=0, val_every=10**9,
+                      checkpoint_every=10**9, log_every=250, seed=0)
+    run = out / f"run_mask{mask:g}"
+    run.mkdir(parents=True, exist_ok=True)
+    result = fit(model, list(enumerate(clips)), cfg, run, dev, precision)
+    model.eval()
+    return model, list(enumerate(clips)), result
+
+
+def opacity_stats(model, sources, dev, precision, n_frames: int = 4) -> dict:
+    """How opaque the rendered head is: the grid renderer's opacity inside and outside the
+    head mask of held-out frames (means, and the share of head pixels above 0.99)."""
+    from minerf_cli.devices import autocast
+    from minerf_cli.nerf.rays import head_rays
+
+    video, clip = sources[0]
+    H, W = clip.size
+    i, j = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
+    ij = torch.stack([i, j], -1).reshape(-1, 2)
+    ins, outs = [], []
+    for n in clip.test_idx[:n_frames]:
+        o, d = head_rays(clip.K, clip.camera_from_head[int(n)], ij)
+        with torch.no_grad(), autocast(dev, precision):
+            op = model.render_rays_marched(o, d, model.condition(clip.expression[int(n)][None].to(dev),
+                                                                 torch.tensor([video], device=dev))[0],
+                                           torch.zeros(model.cfg.latent_dim, device=dev),
+                                           torch.zeros(len(o), 3, device=dev))["opacity"]
+        head = clip.head_at(int(n), ij)
+        ins.append(op[head])
+        outs.append(op[~head])
+    a, b = torch.cat(ins), torch.cat(outs)
+    return {"head_mean": round(float(a.mean()), 4), "head_above_0.99": round(float((a > 0.99).float().mean()), 4),
+            "outside_mean": round(float(b.mean()), 4), "outside_above_0.01": round(float((b > 0.01).float().mean()), 4)}
+
+
+def profile_batch(model, sources, dev, precision, batch: int = 8) -> list[dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    from minerf_cli.devices import autocast
+    from minerf_cli.rendering import frame_latents, render_batch, sequence_codes
+
+    video, clip = sources[0]
+    idx = np.arange(min(batch, clip.n_frames))
+    with torch.no_grad():
+        lat = frame_latents(model, video, idx, clip.train_idx)
+        cond, lat = sequence_codes(model, clip.expression[torch.as_tensor(idx)].to(dev), video, lat, False)
+        poses = clip.camera_from_head[torch.as_tensor(idx)].to(dev)
+        bgs = torch.stack([clip.background(int(n)) for n in idx]).to(dev)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            with autocast(dev, precision):
+                img = render_batch(model, clip.K, poses, cond, lat, bgs)
+            (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu()
+    rows = []
+    for e in sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:25]:
+        rows.append({"name": e.key[:80], "cuda_ms": round(e.device_time_total / 1e3, 3),
+                     "cpu_ms": round(e.cpu_time_total / 1e3, 3), "calls": e.count})
+    return rows
+
+
+def main(argv=None) -> int:
+    from bench_speed import render_fps, test_psnr
+
+    from minerf_cli.devices import resolve_device, resolve_precision
+    from minerf_cli.nerf import model as model_mod
+
+    chunk0 = model_mod.MARCH_CHUNK
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--mask", default="0", help="comma-separated mask-loss weights, one run each")
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--eval-frames", type=int, default=6)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("bench_out/render"))
+    args = p.parse_args(argv)
+    dev = resolve_device(args.device)
+    precision = resolve_precision("auto", dev)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for mask in (float(v) for v in args.mask.split(",")):
+        model, sources, result = train_one(args.store, args.steps, mask, dev, precision, args.out)
+        row = {"mask_weight": mask, "steps": result["steps"], "train_s": result["train_s"],
+               "steps_per_s": result["steps_per_s"], "occupied_fraction": round(float(model.occupancy.fraction()), 4),
+               "test_psnr_pdf": round(test_psnr(model, sources, args.eval_frames, sampler="pdf"), 3), "settings": {}}
+        for name, (opts, chunk, fused) in SETTINGS.items():
+            model.march_options = dict(opts)
+            model_mod.MARCH_CHUNK = chunk or chunk0
+            model.fine.grid.use_fused = fused
+            t0 = time.perf_counter()
+            r = render_fps(model, sources, dev, precision, n_frames=args.frames, samplers=("grid",))["grid"]
+            r["test_psnr"] = round(test_psnr(model, sources, args.eval_frames, sampler="grid"), 3)
+            r["wall_s"] = round(time.perf_counter() - t0, 2)
+            row["settings"][name] = r
+            print(f"mask {mask:g} {name}: {r}", file=sys.stderr, flush=True)
+        model.march_options = {}
+        model_mod.MARCH_CHUNK = chunk0
+        model.fine.grid.use_fused = True
+        row["opacity"] = opacity_stats(model, sources, dev, precision)
+        if args.profile:
+            row["profile"] = profile_batch(model, sources, dev, precision)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        (args.out / "render.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""A fused Triton kernel for the hash-grid encoding's forward pass (rendering, no gradient).
+
+:class:`~.hashgrid.HashGrid` in plain PyTorch materialises, per point, (L, 8) corner
+indexes and weights and (L, 8, F) gathered features through some twenty kernels; on a
+512x512 frame of millions of samples that traffic, not the MLP, is most of the render time.
+This kernel computes the same features in one pass: one program per block of points and
+level; each point's 8 corners are hashed (or densely indexed) as
+:meth:`HashGrid.corner_indices` does, their F features gathered and trilinearly weighted in
+registers, and only the (N, L * F) result is written.
+
+Used by :meth:`HashGrid.forward` when the input is on a CUDA device, no gradient is needed,
+the table is float32 and Triton imports (the GPU image has it; the CPU wheels do not): the
+pure-PyTorch path stays the reference and the CPU path. ``available()`` says whether it can
+run; ``MINERF_TRITON=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:  # Triton ships with CUDA builds of torch only
+    import triton
+    import triton.language as tl
+except Exception:  # noqa: BLE001 - any import failure means: use the PyTorch path
+    triton = None
+
+
+def available() -> bool:
+    """Whether the fused kernel can run here (Triton, a CUDA device, not disabled)."""
+    return triton is not None and torch.cuda.is_available() and os.environ.get("MINERF_TRITON", "1") != "0"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _hash_encode_kernel(x_ptr, table_ptr, res_ptr, mult_ptr, offset_ptr, out_ptr, N,
+                            n_dense: tl.constexpr, L: tl.constexpr, F: tl.constexpr,
+                            MASK: tl.constexpr, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        lvl = tl.program_id(1)
+        rows = pid * BLOCK + tl.arange(0, BLOCK)
+        ok = rows < N
+        res = tl.load(res_ptr + lvl)
+        m0 = tl.load(mult_ptr + lvl * 3 + 0).to(tl.int32)
+        m1 = tl.load(mult_ptr + lvl * 3 + 1).to(tl.int32)
+        m2 = tl.load(mult_ptr + lvl * 3 + 2).to(tl.int32)
+        off = tl.load(offset_ptr + lvl)
+        px = tl.minimum(tl.maximum(tl.load(x_ptr + rows * 3 + 0, mask=ok, other=0.0), 0.0), 1.0) * res
+        py = tl.minimum(tl.maximum(tl.load(x_ptr + rows * 3 + 1, mask=ok, other=0.0), 0.0), 1.0) * res
+        pz = tl.minimum(tl.maximum(tl.load(x_ptr + rows * 3 + 2, mask=ok, other=0.0), 0.0), 1.0) * res
+        ox = tl.minimum(tl.floor(px), res - 1.0)
+        oy = tl.minimum(tl.floor(py), res - 1.0)
+        oz = tl.minimum(tl.floor(pz), res - 1.0)
+        fx, fy, fz = px - ox, py - oy, pz - oz
+        ix, iy, iz = ox.to(tl.int32), oy.to(tl.int32), oz.to(tl.int32)
+        dense = lvl < n_dense
+        for f in tl.static_range(F):
+            acc = tl.zeros([BLOCK], dtype=tl.float32)
+            for c in tl.static_range(8):
+                bx = (c >> 2) & 1  # corner c = 4 bx + 2 by + bz (constants: c is static)
+                by = (c >> 1) & 1
+                bz = c & 1
+                hx = ((ix + bx) * m0) & MASK
+                hy = ((iy + by) * m1) & MASK
+                hz = ((iz + bz) * m2) & MASK
+                idx = tl.where(dense, hx + hy + hz, hx ^ hy ^ hz) + off
+                wx = bx * fx + (1 - bx) * (1.0 - fx)
+                wy = by * fy + (1 - by) * (1.0 - fy)
+                wz = bz * fz + (1 - bz) * (1.0 - fz)
+                v = tl.load(table_ptr + idx * F + f, mask=ok, other=0.0)
+                acc += v * (wx * wy * wz)
+            tl.store(out_ptr + rows * (L * F) + lvl * F + f, acc, mask=ok)
+
+
+def hash_encode(grid, x: torch.Tensor, block: int = 256) -> torch.Tensor:
+    """x (N, 3) float32 on CUDA in [0, 1]^3 (clamped) -> (N, L * F) float32, the features of
+    ``grid`` (a :class:`~.hashgrid.HashGrid`) without gradient."""
+    x = x.contiguous().float()
+    N = x.shape[0]
+    out = torch.empty((N, grid.out_dim), device=x.device, dtype=torch.float32)
+    if N == 0:
+        return out
+    table = grid.table.detach().contiguous()
+    mult = grid.mult.to(torch.int32).contiguous()
+    _hash_encode_kernel[(triton.cdiv(N, block), grid.levels)](
+        x, table, grid.res, mult, grid.level_offset, out, N,
+        n_dense=grid.n_dense, L=grid.levels, F=grid.features, MASK=grid.table_size - 1, BLOCK=block)
+    return out
