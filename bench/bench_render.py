@@ -8,7 +8,8 @@ match the head mask, ``nerf.render.mask_loss``) one fast field is trained in thi
 (4096 rays from 2 frames a step, lr 1e-3 -> 1e-4, ``--latent-dim 0 --mouth-rays 0.3``), then:
 
 * held-out face-crop PSNR with the occupancy-grid renderer and with the training sampler;
-* render frames/s at the store's size under each setting of SETTINGS (model time: rays,
+* render frames/s at the store's size under each setting of SETTINGS (preview stride of the
+  two-pass renderer, fused hash kernel or not; model time: rays,
   rendering, compositing, uint8 copy to the host; 8 frames a batch over --frames frames of
   the clip, its own backgrounds and poses, second pass timed), field evaluations per frame
   and the held-out PSNR under that setting;
@@ -30,16 +31,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SETTINGS = {  # name: march options (MINeRF.march_options), rays per marching call, fused hash kernel
-    "default": ({}, None, True),
-    "pytorch_hash": ({}, None, False),
-    "t0.01": ({"min_transmittance": 1e-2}, None, True),
-    "round32": ({"per_round": 32}, None, True),
-    "chunk262k": ({}, 262144, True),
+SETTINGS = {  # name: march options (MINeRF.march_options), rendering.PREVIEW_STRIDE, fused hash kernel
+    "default": ({}, 4, True),
+    "no_preview": ({}, 1, True),
+    "t0.01": ({"min_transmittance": 1e-2}, 4, True),
+    "t0.03": ({"min_transmittance": 3e-2}, 4, True),
 }
 
 
-def train_one(store: Path, steps: int, mask: float, dev, precision, out: Path):
+def train_one(store: Path, steps: int, mask: float, distortion: float, dev, precision, out: Path):
     from minerf_cli.nerf.model import MINeRF, ModelConfig
     from minerf_cli.train import FIELD_DEFAULTS, FIELD_OPTIONS, load_sources
     from minerf_cli.training import TrainConfig, fit
@@ -50,10 +50,10 @@ def train_one(store: Path, steps: int, mask: float, dev, precision, out: Path):
                        expr_dim=clips[0].expression.shape[1], latent_dim=0,
                        frames_per_video=[c.n_frames for c in clips], occupancy_resolution=64)
     model = MINeRF(mcfg).to(dev)
-    cfg = TrainConfig(steps=steps, rays=4096, frames_per_step=2, mouth_fraction=0.3, mask_weight=mask,
+    cfg = TrainConfig(steps=steps, rays=4096, frames_per_step=2, mouth_fraction=0.3, mask_weight=mask, distortion_weight=distortion,
                       lr=1e-3, lr_final=1e-4, grid_lr_scale=10.0, smooth_after=0, val_every=10**9,
                       checkpoint_every=10**9, log_every=250, seed=0)
-    run = out / f"run_mask{mask:g}"
+    run = out / f"run_mask{mask:g}_dist{distortion:g}"
     run.mkdir(parents=True, exist_ok=True)
     result = fit(model, list(enumerate(clips)), cfg, run, dev, precision)
     model.eval()
@@ -86,6 +86,20 @@ def opacity_stats(model, sources, dev, precision, n_frames: int = 4) -> dict:
             "outside_mean": round(float(b.mean()), 4), "outside_above_0.01": round(float((b > 0.01).float().mean()), 4)}
 
 
+def fused_difference(model, dev, n: int = 1_000_000) -> float | None:
+    """Largest |fused - PyTorch| hash-grid feature on n random points (None without CUDA/Triton)."""
+    grid = model.fine.grid
+    x = torch.rand(n, 3, device=dev)
+    if not grid.fused_ok(x):
+        return None
+    with torch.no_grad():
+        fused = grid(x)
+        grid.use_fused = False
+        ref = grid(x)
+        grid.use_fused = True
+    return float((fused - ref).abs().max())
+
+
 def profile_batch(model, sources, dev, precision, batch: int = 8) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
@@ -114,13 +128,14 @@ def main(argv=None) -> int:
     from bench_speed import render_fps, test_psnr
 
     from minerf_cli.devices import resolve_device, resolve_precision
-    from minerf_cli.nerf import model as model_mod
+    from minerf_cli import rendering
 
-    chunk0 = model_mod.MARCH_CHUNK
+    preview0 = rendering.PREVIEW_STRIDE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--mask", default="0", help="comma-separated mask-loss weights, one run each")
+    p.add_argument("--distortion", default="0", help="comma-separated distortion-loss weights, paired with --mask")
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--eval-frames", type=int, default=6)
     p.add_argument("--device", default="auto")
@@ -131,24 +146,29 @@ def main(argv=None) -> int:
     precision = resolve_precision("auto", dev)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for mask in (float(v) for v in args.mask.split(",")):
-        model, sources, result = train_one(args.store, args.steps, mask, dev, precision, args.out)
-        row = {"mask_weight": mask, "steps": result["steps"], "train_s": result["train_s"],
+    masks = [float(v) for v in args.mask.split(",")]
+    dists = [float(v) for v in args.distortion.split(",")]
+    n = max(len(masks), len(dists))
+    masks, dists = (v * n if len(v) == 1 else v for v in (masks, dists))
+    for mask, dist in zip(masks, dists):
+        model, sources, result = train_one(args.store, args.steps, mask, dist, dev, precision, args.out)
+        row = {"mask_weight": mask, "distortion_weight": dist, "steps": result["steps"], "train_s": result["train_s"],
                "steps_per_s": result["steps_per_s"], "occupied_fraction": round(float(model.occupancy.fraction()), 4),
                "test_psnr_pdf": round(test_psnr(model, sources, args.eval_frames, sampler="pdf"), 3), "settings": {}}
-        for name, (opts, chunk, fused) in SETTINGS.items():
+        for name, (opts, preview, fused) in SETTINGS.items():
             model.march_options = dict(opts)
-            model_mod.MARCH_CHUNK = chunk or chunk0
+            rendering.PREVIEW_STRIDE = preview
             model.fine.grid.use_fused = fused
             t0 = time.perf_counter()
             r = render_fps(model, sources, dev, precision, n_frames=args.frames, samplers=("grid",))["grid"]
             r["test_psnr"] = round(test_psnr(model, sources, args.eval_frames, sampler="grid"), 3)
             r["wall_s"] = round(time.perf_counter() - t0, 2)
             row["settings"][name] = r
-            print(f"mask {mask:g} {name}: {r}", file=sys.stderr, flush=True)
+            print(f"mask {mask:g} distortion {dist:g} {name}: {r}", file=sys.stderr, flush=True)
         model.march_options = {}
-        model_mod.MARCH_CHUNK = chunk0
+        rendering.PREVIEW_STRIDE = preview0
         model.fine.grid.use_fused = True
+        row["fused_hash_max_abs_diff"] = fused_difference(model, dev)
         row["opacity"] = opacity_stats(model, sources, dev, precision)
         if args.profile:
             row["profile"] = profile_batch(model, sources, dev, precision)

@@ -25,6 +25,7 @@ def train(
     frames_per_step: int = typer.Option(1, "--frames-per-step", min=1, help="Frames the rays of one step come from (the paper: 1)."),
     mouth_rays: float = typer.Option(0.0, "--mouth-rays", min=0.0, max=1.0, help="Share of each frame's rays drawn around the mouth and chin (from the stored landmarks), so the field learns how they move with the expression (the paper: 0)."),
     mask_loss: float = typer.Option(0.0, "--mask-loss", min=0.0, help="Weight of a loss asking each ray's opacity to match the stored head mask (opaque head, empty space around it), so rendering can skip space and stop rays early [default: 0, the paper's loss alone]."),
+    distortion_loss: float = typer.Option(0.0, "--distortion-loss", min=0.0, help="Weight of Mip-NeRF 360's distortion loss: each ray's weight gathered at one depth (hard surfaces), so rendering stops rays sooner [default: 0]."),
     lr: float = typer.Option(5e-4, "--lr", help="Initial learning rate (decays exponentially to --lr-final)."),
     lr_final: float = typer.Option(5e-5, "--lr-final", help="Final learning rate."),
     grid_lr_scale: float = typer.Option(20.0, "--grid-lr-scale", min=0.0, help="A fast field's hash grid learns at this multiple of the learning rate."),
@@ -80,7 +81,7 @@ def train(
     model_cfg = ModelConfig(module=module.lower(), latent_dim=latent_dim, rank=rank, field=field,
                             field_options={**FIELD_OPTIONS[field], **parse_field_options(field, field_option or [])},
                             occupancy_resolution=occupancy_grid, **defaults)
-    cfg = TrainConfig(steps=steps or 20000, rays=rays, frames_per_step=frames_per_step, mouth_fraction=mouth_rays, mask_weight=mask_loss, lr=lr, lr_final=lr_final,
+    cfg = TrainConfig(steps=steps or 20000, rays=rays, frames_per_step=frames_per_step, mouth_fraction=mouth_rays, mask_weight=mask_loss, distortion_weight=distortion_loss, lr=lr, lr_final=lr_final,
                       grid_lr_scale=grid_lr_scale,
                       smooth_after=smooth_after, checkpoint_every=checkpoint_every, val_every=val_every,
                       log_every=log_every, test_frames=test_frames, precision=precision, seed=seed,

@@ -93,7 +93,7 @@ def personalize(run: Path, name: str, store_path: Path, output: Path | None = No
     weights = np.array([1.0 - replay if others else 1.0] + [replay / max(len(others), 1)] * len(others))
     pcfg = TrainConfig(steps=steps, rays=rays, lr=lr, lr_final=lr, grid_lr_scale=base_cfg.grid_lr_scale,
                        mouth_fraction=base_cfg.mouth_fraction,  # rays drawn as the run's were
-                       mask_weight=base_cfg.mask_weight,
+                       mask_weight=base_cfg.mask_weight, distortion_weight=base_cfg.distortion_weight,
                        smooth_after=1 if was_smoothed else 0, checkpoint_every=max(steps // 2, 1),
                        val_every=max(steps // 2, 1), log_every=max(min(50, steps // 4), 1), test_frames=test_frames,
                        precision=prec, seed=seed)

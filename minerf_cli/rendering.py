@@ -73,45 +73,82 @@ def render_frame(model: MINeRF, K: torch.Tensor, camera_from_head: torch.Tensor,
                  latent: torch.Tensor, background: torch.Tensor, region: tuple[int, int, int, int] | None = None,
                  chunk: int = 16384, sampler: str = "auto") -> torch.Tensor:
     """One image: K (3, 3), camera_from_head (4, 4), cond (C,), latent (L,), background
-    (H, W, 3) float in [0, 1] -> (H, W, 3) float. Only pixels whose ray hits the rendered
-    box (:func:`box_hits`; and, if given, inside ``region`` [x0, y0, x1, y1)) are rendered;
-    the rest is background."""
-    H, W, _ = background.shape
-    dev = background.device
-    i, j = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
-    o, d = head_rays(K, camera_from_head, torch.stack([i, j], -1))
-    hit = box_hits(o, d, model.render_box(sampler))
+    (H, W, 3) float in [0, 1] -> (H, W, 3) float, rendered as :func:`render_batch` renders
+    (if given, only inside ``region`` [x0, y0, x1, y1); the rest is background)."""
+    only = None
     if region is not None:
         x0, y0, x1, y1 = region
-        inside = torch.zeros_like(hit)
-        inside[y0:y1, x0:x1] = True
-        hit = hit & inside
-    return model.render_image(o, d, cond, latent, background, chunk=chunk, only=hit, sampler=sampler)
+        only = torch.zeros(background.shape[:2], dtype=torch.bool, device=background.device)
+        only[y0:y1, x0:x1] = True
+    return render_batch(model, K, camera_from_head[None], cond[None], latent[None], background[None], chunk=chunk,
+                        sampler=sampler, only=None if only is None else only[None])[0]
+
+
+PREVIEW_STRIDE = 4  # the grid renderer's first pass looks at every 4th pixel in each direction
+PREVIEW_MARGIN = 1.5  # cm: full-resolution rays start this far before their preview neighbours' first hit
+
+
+def preview_pass(model: MINeRF, o: torch.Tensor, d: torch.Tensor, hit: torch.Tensor, cond: torch.Tensor,
+                 latent: torch.Tensor, stride: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the full-resolution pass of the grid renderer has to look.
+
+    Rays o, d (B, H, W, 3), hit (B, H, W) (they meet the rendered box), codes cond (B, C),
+    latent (B, L) -> need (B, H, W) bool, min_t (B, H, W). The pixel at the centre of every
+    ``stride`` x ``stride`` block is rendered first; its first hit is the t where its opacity
+    passes 1% (``first_opacity`` of :func:`.nerf.marching.march_render`). A full-resolution pixel is
+    rendered only if a preview ray in its block or the 8 blocks around it hit something,
+    and its ray starts PREVIEW_MARGIN before the nearest of those hits: the space a
+    preview found empty (opacity < 1%, in front of the surface or around the head) is
+    skipped. Blocks are nearest-neighbour; a structure thinner than ``stride`` pixels that
+    every preview ray misses is missed (the dilation by one block makes that rare)."""
+    B, H, W, _ = o.shape
+    c = stride // 2
+    lo, ld, lh = o[:, c::stride, c::stride], d[:, c::stride, c::stride], hit[:, c::stride, c::stride]
+    h, w = lo.shape[1:3]
+    first = torch.full((B, h, w), float("inf"), device=o.device)
+    sel = torch.nonzero(lh.reshape(-1))[:, 0]
+    frame = sel // (h * w)
+    hits = torch.empty(len(sel), device=o.device)
+    model.render_pixels(lo.reshape(-1, 3)[sel], ld.reshape(-1, 3)[sel], cond[frame], latent[frame],
+                        torch.zeros(len(sel), 3, device=o.device), chunk=chunk, sampler="grid", first_hit=hits)
+    first.view(-1)[sel] = hits
+    near = -torch.nn.functional.max_pool2d(-first[:, None], 3, stride=1, padding=1)[:, 0]  # (B, h, w) min over 3x3
+    rows = (torch.arange(H, device=o.device) // stride).clamp(max=h - 1)
+    cols = (torch.arange(W, device=o.device) // stride).clamp(max=w - 1)
+    up = near[:, rows][:, :, cols]  # (B, H, W): each pixel takes its block's value
+    need = hit & torch.isfinite(up)
+    return need, up - PREVIEW_MARGIN
 
 
 def render_batch(model: MINeRF, K: torch.Tensor, camera_from_head: torch.Tensor, cond: torch.Tensor,
-                 latent: torch.Tensor, backgrounds: torch.Tensor, chunk: int = 16384, sampler: str = "auto") -> torch.Tensor:
+                 latent: torch.Tensor, backgrounds: torch.Tensor, chunk: int = 16384, sampler: str = "auto",
+                 preview: int | None = None, only: torch.Tensor | None = None) -> torch.Tensor:
     """Several images in one pass: K (3, 3), camera_from_head (B, 4, 4), cond (B, C), latent
     (B, L), backgrounds (B, H, W, 3) float in [0, 1] -> (B, H, W, 3) float. The pixels of
-    all B frames whose rays hit the rendered box (:func:`box_hits`) are rendered together (per-ray codes), so the
-    field sees large batches; the rest is background. ``sampler``: ``MINeRF.uses_marching``."""
+    all B frames whose rays hit the rendered box (:func:`box_hits`) are rendered together
+    (per-ray codes), so the field sees large batches; the rest is background. With the
+    occupancy grid and ``preview`` (default PREVIEW_STRIDE) > 1, a first pass on every
+    ``preview``-th pixel (:func:`preview_pass`) narrows that down to the pixels near
+    something opaque and starts their rays near the surface. ``only`` (B, H, W) bool:
+    render at most these pixels. ``sampler``: ``MINeRF.uses_marching``."""
     B, H, W, _ = backgrounds.shape
     dev = backgrounds.device
     i, j = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
     ij = torch.stack([i, j], -1)
-    os_, ds, frame_of, pix = [], [], [], []
-    box = model.render_box(sampler)
-    for b in range(B):
-        o, d = head_rays(K, camera_from_head[b], ij)
-        hit = box_hits(o, d, box)
-        sel = torch.nonzero(hit.reshape(-1))[:, 0]
-        os_.append(o.reshape(-1, 3)[sel])
-        ds.append(d.reshape(-1, 3)[sel])
-        frame_of.append(torch.full_like(sel, b))
-        pix.append(sel + b * H * W)
-    o, d, f, p = (torch.cat(x) for x in (os_, ds, frame_of, pix))
+    rays = [head_rays(K, camera_from_head[b], ij) for b in range(B)]
+    o, d = torch.stack([r[0] for r in rays]), torch.stack([r[1] for r in rays])  # (B, H, W, 3)
+    hit = box_hits(o, d, model.render_box(sampler))
+    preview = PREVIEW_STRIDE if preview is None else preview
     result = backgrounds.reshape(-1, 3).float().clone()
-    result[p] = model.render_pixels(o, d, cond[f], latent[f], result[p], chunk=chunk, sampler=sampler)
+    min_t = None
+    if preview > 1 and model.uses_marching(sampler):
+        hit, min_t = preview_pass(model, o, d, hit, cond, latent, preview, chunk)
+    if only is not None:
+        hit = hit & only
+    p = torch.nonzero(hit.reshape(-1))[:, 0]
+    f = p // (H * W)
+    result[p] = model.render_pixels(o.reshape(-1, 3)[p], d.reshape(-1, 3)[p], cond[f], latent[f], result[p],
+                                    chunk=chunk, sampler=sampler, min_t=None if min_t is None else min_t.reshape(-1)[p])
     return result.reshape(B, H, W, 3)
 
 

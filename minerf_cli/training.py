@@ -30,7 +30,7 @@ from .devices import autocast
 from .errors import MinerfError
 from .nerf.model import MINeRF
 from .nerf.rays import head_rays, sample_box_pixels
-from .nerf.render import mask_loss, minerf_loss
+from .nerf.render import distortion_loss, mask_loss, minerf_loss
 from .output import log, progress_bar
 from . import runs
 
@@ -45,6 +45,7 @@ class TrainConfig:
     inside_fraction: float = 0.95
     mouth_fraction: float = 0.0  # share of the rays drawn inside the frame's mouth box (clips.mouth_boxes)
     mask_weight: float = 0.0  # weight of the opacity-vs-head-mask term in the loss (nerf.render.mask_loss)
+    distortion_weight: float = 0.0  # weight of Mip-NeRF 360's distortion loss (nerf.render.distortion_loss)
     lr: float = 5e-4
     lr_final: float = 5e-5
     grid_lr_scale: float = 20.0  # a fast field's grid learns at lr * this (Instant-NGP uses 1e-2)
@@ -197,6 +198,9 @@ def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.nd
     losses = minerf_loss(out["rgb"].float(), gt, torch.stack(lats), torch.stack(ids), out.get("rgb_coarse"))
     if cfg.mask_weight:
         losses["total"] = losses["total"] + cfg.mask_weight * mask_loss(out["opacity"].float(), torch.cat(heads))
+    if cfg.distortion_weight:  # over the field's samples (the last one is the background's)
+        losses["total"] = losses["total"] + cfg.distortion_weight * distortion_loss(
+            out["weights"][:, :-1].float(), out["t"][:, :-1].float())
     losses["total"].backward()
     mse = torch.mean((out["rgb"].detach().float() - gt) ** 2)
     return losses["total"].detach(), mse

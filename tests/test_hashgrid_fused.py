@@ -24,7 +24,11 @@ def test_fused_forward_matches_pytorch(log2_table):
         grid.use_fused = False
         ref = grid(x)
     assert fused.shape == ref.shape == (100_003, 32)
-    assert torch.allclose(fused, ref, atol=1e-5, rtol=1e-5), (fused - ref).abs().max()
+    # the kernel may contract x * res - floor into one fma: the cell fraction then differs by
+    # float rounding of x * res (up to ~1e-4 at 1024 cells), the features by that times the
+    # table's slope (values in [-1, 1] here)
+    err = (fused - ref).abs()
+    assert err.max() < 2e-3 and err.mean() < 1e-5, (err.max(), err.mean())
 
 
 def test_fused_not_used_with_gradient():

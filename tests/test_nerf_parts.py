@@ -86,6 +86,17 @@ def test_mask_loss_by_hand_and_its_gradient():
     torch.testing.assert_close(opacity.grad, torch.tensor([0.25, -0.25, -0.25, 0.25]))
 
 
+def test_distortion_loss_by_hand():
+    t = torch.tensor([[0.0, 1.0], [2.0, 4.0]])
+    spread = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+    # ray 1: s = 0, 1; 2 * 0.5 * 0.5 * |0 - 1| + (0.25 * 1 + 0.25 * 0) / 3 = 0.5 + 1/12
+    # ray 2: all the weight on one sample: 0 + (1 * 1) / 3
+    expect = ((0.5 + 1 / 12) + 1 / 3) / 2
+    torch.testing.assert_close(render.distortion_loss(spread, t), torch.tensor(expect))
+    # the same weight in one place costs less than spread out
+    assert render.distortion_loss(torch.tensor([[0.0, 1.0]]), t[:1]) < render.distortion_loss(spread[:1], t[:1])
+
+
 # ---------------------------------------------------------------- conditioning
 
 

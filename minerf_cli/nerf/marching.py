@@ -78,17 +78,22 @@ def per_point(code: torch.Tensor, ray: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor,
                  far: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor, background: torch.Tensor,
-                 step: float, n_steps: int, per_round: int = 16,
-                 min_transmittance: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, MarchStats]:
+                 step: float, n_steps: int, per_round: int = 16, min_transmittance: float = 1e-3,
+                 first_hit: torch.Tensor | None = None,
+                 first_opacity: float = 0.01) -> tuple[torch.Tensor, torch.Tensor, MarchStats]:
     """Render rays (module docstring).
 
     field(x (P, 1, 3), viewdir (P, 3), cond (P, C) or (C,), latent (P, L) or (L,)) ->
     density (P, 1), rgb (P, 1, 3); origins, dirs (R, 3) unit; near, far (R,) (far <= near:
     the ray misses); cond (R, C) or (C,); latent (R, L) or (L,); background (R, 3) ->
     rgb (R, 3) float32, opacity (R,) (1 - T_last), :class:`MarchStats`.
+    ``first_hit`` (R,) float, if given, is filled with the t of each ray's first sample after
+    which its opacity exceeds ``first_opacity`` (inf where it never does).
     """
     R = origins.shape[0]
     dev = origins.device
+    if first_hit is not None:
+        first_hit.fill_(float("inf"))
     packed, count, cand = compact_samples(origins, dirs, near, far, grid, step, n_steps)
     T = torch.ones(R, device=dev)
     color = torch.zeros(R, 3, device=dev)
@@ -107,6 +112,11 @@ def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.
         trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha], 1), 1)  # (A, K + 1)
         Ta = T[active]
         color[active] += ((Ta[:, None] * trans[:, :-1] * alpha)[..., None] * colors).sum(1)
+        if first_hit is not None:  # rays crossing first_opacity in this round: their first such sample
+            crossed = (1.0 - Ta[:, None] * trans[:, 1:] > first_opacity) & (Ta[:, None] >= 1.0 - first_opacity)
+            found = crossed.any(1)
+            col = crossed.int().argmax(1)
+            first_hit[active[found]] = tt[found, col[found]]
         Ta = Ta * trans[:, -1]
         T[active] = Ta
         evaluated += int(pr.numel())

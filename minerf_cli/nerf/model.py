@@ -32,7 +32,7 @@ from .render import volume_render
 from .samplers import importance_samples, stratified_samples
 
 FIELDS = ("vanilla", "fast")
-MARCH_CHUNK = 65536  # rays per marching call (about 10 KB of temporaries per ray at 256 steps)
+MARCH_CHUNK = {"cuda": 262144, "cpu": 65536}  # rays per marching call (~10 KB of temporaries per ray at 256 steps)
 
 
 @dataclass
@@ -137,7 +137,8 @@ class MINeRF(nn.Module):
                     background: torch.Tensor, perturb: bool = True) -> dict[str, torch.Tensor]:
         """Render rays (R, 3) in head space with codes cond (R, C) or (C,), latent (R, L) or
         (L,) over background colours (R, 3) -> dict rgb (R, 3), rgb_coarse (R, 3) or absent,
-        depth (R,), opacity (R,) (of the fine pass).
+        depth (R,), opacity (R,), weights (R, S) and sample positions t (R, S) (of the fine
+        pass; the last weight is the background's).
 
         Rays that miss the head box render the background exactly (their interval is empty).
         """
@@ -156,29 +157,37 @@ class MINeRF(nn.Module):
         # rays that miss the box: exactly the background (their samples all sit at one t)
         miss = ~hit
         rgb_out = torch.where(miss[:, None], background.expand_as(res.rgb), res.rgb)
-        out.update(rgb=rgb_out, depth=res.depth, opacity=torch.where(miss, torch.zeros_like(res.opacity), res.opacity))
+        out.update(rgb=rgb_out, depth=res.depth, opacity=torch.where(miss, torch.zeros_like(res.opacity), res.opacity),
+                   weights=res.weights, t=t)
         if "rgb_coarse" in out:
             out["rgb_coarse"] = torch.where(miss[:, None], background.expand_as(res.rgb), out["rgb_coarse"])
         return out
 
     @torch.no_grad()
     def render_rays_marched(self, origins: torch.Tensor, dirs: torch.Tensor, cond: torch.Tensor,
-                            latent: torch.Tensor, background: torch.Tensor) -> dict[str, torch.Tensor]:
+                            latent: torch.Tensor, background: torch.Tensor, min_t: torch.Tensor | None = None,
+                            first_hit: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Render rays through the occupancy grid (:mod:`.marching`: empty space skipped,
         rays stop once opaque), no gradient: origins, dirs (R, 3), cond (R, C) or (C,),
         latent (R, L) or (L,), background (R, 3) -> dict rgb (R, 3), opacity (R,).
+        ``min_t`` (R,): start each ray there at the earliest (space before it is taken as
+        empty); ``first_hit`` (R,): filled as :func:`.marching.march_render` does.
         ``self.last_march`` keeps the sample counts of the call."""
         if self.occupancy is None:
             raise RuntimeError("this model has no occupancy grid (trained before minerf had one)")
         box = self.render_box("grid")
         if box is None:  # no occupied cell: every ray shows its background
             self.last_march = MarchStats(0, 0, 0, 0)
+            if first_hit is not None:
+                first_hit.fill_(float("inf"))
             return {"rgb": background.float(), "opacity": torch.zeros(origins.shape[0], device=origins.device)}
         near, far, hit = near_far_box(origins, dirs, *box)
-        far = torch.where(hit, far, near)
+        if min_t is not None:
+            near = torch.maximum(near, min_t)
+        far = torch.where(hit & (far > near), far, near)
         rgb, opacity, self.last_march = march_render(self.fine, self.occupancy, origins, dirs, near, far, cond,
                                                      latent, background, self.march_step, self.cfg.march_steps,
-                                                     **self.march_options)
+                                                     first_hit=first_hit, **self.march_options)
         return {"rgb": rgb, "opacity": opacity}
 
     def render_box(self, sampler: str = "auto") -> tuple[list[float], list[float]] | None:
@@ -204,14 +213,19 @@ class MINeRF(nn.Module):
 
     @torch.no_grad()
     def render_pixels(self, origins: torch.Tensor, dirs: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor,
-                      background: torch.Tensor, chunk: int = 8192, sampler: str = "auto") -> torch.Tensor:
+                      background: torch.Tensor, chunk: int = 8192, sampler: str = "auto",
+                      min_t: torch.Tensor | None = None, first_hit: torch.Tensor | None = None) -> torch.Tensor:
         """Render rays (N, 3) in chunks of ``chunk`` rays (no gradient, no jitter) with codes
         (N, C) / (N, L) per ray or shared (C,) / (L,) over background (N, 3) -> (N, 3) float32.
         With the occupancy grid (:meth:`uses_marching`) chunks are at least ``MARCH_CHUNK``
-        rays and ``self.last_march`` sums the sample counts of all of them."""
+        rays, ``self.last_march`` sums the sample counts of all of them, and ``min_t`` /
+        ``first_hit`` (N,) are passed on to :meth:`render_rays_marched` (the pdf sampler
+        takes neither)."""
         marched = self.uses_marching(sampler)
+        if not marched and (min_t is not None or first_hit is not None):
+            raise ValueError("min_t / first_hit need the occupancy-grid renderer")
         if marched:
-            chunk = max(chunk, MARCH_CHUNK)
+            chunk = max(chunk, MARCH_CHUNK.get(origins.device.type, MARCH_CHUNK["cpu"]))
         out = torch.empty(origins.shape[0], 3, device=origins.device)
         stats = []
         for s in range(0, origins.shape[0], chunk):
@@ -220,7 +234,9 @@ class MINeRF(nn.Module):
             lat = latent if latent.dim() == 1 else latent[sl]
             bg = background[sl].float()
             if marched:
-                out[sl] = self.render_rays_marched(origins[sl], dirs[sl], c, lat, bg)["rgb"]
+                out[sl] = self.render_rays_marched(origins[sl], dirs[sl], c, lat, bg,
+                                                   None if min_t is None else min_t[sl],
+                                                   None if first_hit is None else first_hit[sl])["rgb"]
                 stats.append(astuple(self.last_march))
             else:
                 out[sl] = self.render_rays(origins[sl], dirs[sl], c, lat, bg, perturb=False)["rgb"].float()
