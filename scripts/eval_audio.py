@@ -21,6 +21,9 @@
    audio shifted by 10 frames for clips with >= 45 held-out frames: "sync_offsets_shift10",
    "sync_shift10_recovered" = [found within +-1 of +10, clips]).
 
+Every jawOpen figure is also given as "legacy_...": the same trained model predicting as before
+the speech-energy blend (smoothing sigma 1, ``energy=False``), a before/after on one fit.
+
 Prints one JSON object; skips (message, exit 0) when ../shared or the real stores are absent.
 """
 
@@ -89,15 +92,31 @@ def read_jaw(store: Path) -> tuple[float, int, np.ndarray, np.ndarray]:
     return fps, n, pcm, tracked
 
 
-def heldout_jaw(bundle, store: Path, test_fraction: float = 0.1):
+def predict_jaw(bundle, w, ident=None, legacy: bool = False) -> np.ndarray:
+    """Predicted jawOpen of windows ``w`` (one clip); ``legacy``: as before the energy blend
+    (smoothing sigma 1 frame, no speech-energy envelope), from the same trained weights."""
+    cfg = bundle.config["models"]["expression"]
+    sigma = cfg.get("smooth_sigma_frames")
+    if legacy:
+        cfg["smooth_sigma_frames"] = 1.0
+    try:
+        p = bundle.predict_expressions(w, identity=ident, energy=not legacy)
+    finally:
+        if sigma is None:
+            cfg.pop("smooth_sigma_frames", None)
+        else:
+            cfg["smooth_sigma_frames"] = sigma
+    return p[:, bundle.mouth_names.index("jawOpen")]
+
+
+def heldout_jaw(bundle, store: Path, test_fraction: float = 0.1, legacy: bool = False):
     """(predicted, tracked) jawOpen on the held-out frames of one store, and the first held-out frame."""
     fps, n, pcm, tracked = read_jaw(store)
     n0 = n - max(1, int(round(n * test_fraction)))
     w = bundle.windows(pcm, fps, n)[n0:]
     # a residual model adds the speaker's mean pose (the store's training-part mean, kept in the bundle)
     ident = store.stem if store.stem in bundle.identity_names else None
-    pred = bundle.predict_expressions(w, identity=ident)[:, bundle.mouth_names.index("jawOpen")]
-    return pred, tracked[n0:], n0
+    return predict_jaw(bundle, w, ident, legacy), tracked[n0:], n0
 
 
 def synthetic(work: Path, steps: int) -> dict:
@@ -106,18 +125,20 @@ def synthetic(work: Path, steps: int) -> dict:
     stores = make_synth(work)
     summary = fit(stores, work / "audio_model", steps)
     bundle = AudioBundle.load(work / "audio_model")
-    P, T, G, per = [], [], [], []
+    P, T, G, per, PL = [], [], [], [], []
     for s in stores:
         pred, tracked, n0 = heldout_jaw(bundle, s)
         gt = np.load(work / "videos" / f"{s.stem}_gt.npz")
         names = [str(x) for x in gt["expression_names"]]
         g = gt["expression"][n0:n0 + len(pred), names.index("jawOpen")]
         P.append(pred), T.append(tracked), G.append(g)
+        PL.append(heldout_jaw(bundle, s, legacy=True)[0])
         per.append({"clip": s.stem, "r_tracked": round(pearson(pred, tracked), 3), "r_gt": round(pearson(pred, g), 3),
                     "r_tracked_vs_gt": round(pearson(tracked, g), 3)})
-    P, T, G = map(np.concatenate, (P, T, G))
+    P, T, G, PL = map(np.concatenate, (P, T, G, PL))
     return {"stores": len(stores), "heldout_frames": len(P),
             "jawOpen_r_tracked": round(pearson(P, T), 3), "jawOpen_r_gt": round(pearson(P, G), 3),
+            "legacy_jawOpen_r_tracked": round(pearson(PL, T), 3), "legacy_jawOpen_r_gt": round(pearson(PL, G), 3),
             "tracker_r_gt": round(pearson(T, G), 3), "per_clip": per,
             "fit": {k: summary[k] for k in ("losses", "seconds")},
             "heldout": {k: summary["heldout"][k] for k in ("correlation", "infonce_accuracy", "infonce_chance",
@@ -131,14 +152,19 @@ def real(stores: list[Path], work: Path, steps: int) -> dict:
 
     summary = fit(stores, work / "audio_model_real", steps)
     bundle = AudioBundle.load(work / "audio_model_real")
-    P, T, per = [], [], []
+    P, T, PL, per = [], [], [], []
     for s in stores:
         pred, tracked, _ = heldout_jaw(bundle, s)
-        P.append(pred), T.append(tracked)
-        per.append({"clip": s.stem, "frames": len(pred), "jawOpen_r": round(pearson(pred, tracked), 3)})
-    P, T = map(np.concatenate, (P, T))
+        old = heldout_jaw(bundle, s, legacy=True)[0]
+        P.append(pred), T.append(tracked), PL.append(old)
+        per.append({"clip": s.stem, "frames": len(pred), "jawOpen_r": round(pearson(pred, tracked), 3),
+                    "legacy_jawOpen_r": round(pearson(old, tracked), 3)})
+    P, T, PL = map(np.concatenate, (P, T, PL))
     out = {"stores": len(stores), "heldout_frames": len(P), "jawOpen_r_pooled": round(pearson(P, T), 3),
-           "jawOpen_r_median_clip": round(float(np.median([c["jawOpen_r"] for c in per])), 3), "per_clip": per,
+           "jawOpen_r_median_clip": round(float(np.median([c["jawOpen_r"] for c in per])), 3),
+           "legacy_jawOpen_r_pooled": round(pearson(PL, T), 3),
+           "legacy_jawOpen_r_median_clip": round(float(np.median([c["legacy_jawOpen_r"] for c in per])), 3),
+           "per_clip": per,
            "fit": {k: summary[k] for k in ("losses", "seconds")},
            "heldout": {k: summary["heldout"].get(k) for k in ("correlation", "infonce_accuracy", "infonce_chance",
                                                               "sync_offsets", "sync_aligned_within1",
@@ -195,11 +221,11 @@ def sync_scan(bundle, store: Path, start: int = 0, stop: int | None = None, shif
             "frames": int(stop - start)}
 
 
-def whole_clip_jaw_r(bundle, store: Path) -> float:
+def whole_clip_jaw_r(bundle, store: Path, legacy: bool = False) -> float:
     """Pearson r of the predicted vs the tracked jawOpen over every frame of a clip the
     model never saw (its speaker's mean pose: the model's training mean; r ignores it)."""
     fps, n, pcm, tracked = read_jaw(store)
-    pred = bundle.predict_expressions(bundle.windows(pcm, fps, n))[:, bundle.mouth_names.index("jawOpen")]
+    pred = predict_jaw(bundle, bundle.windows(pcm, fps, n), legacy=legacy)
     return round(pearson(pred, tracked), 3)
 
 
@@ -228,6 +254,7 @@ def sync_heldout_clips(stores: list[Path], hold: list[str], work: Path, steps: i
         seg10 = [sync_scan(bundle, s, a, b, 10) for a, b in segs]
         out["clips"].append({
             "clip": s.stem, "frames": n, "whole_clip_jawOpen_r": whole_clip_jaw_r(bundle, s),
+            "legacy_whole_clip_jawOpen_r": whole_clip_jaw_r(bundle, s, legacy=True),
             "whole_aligned": sync_scan(bundle, s, 0, n - 10, 0),
             "whole_audio_shifted_10": sync_scan(bundle, s, 0, n - 10, 10),
             f"segments_{seg_seconds:g}s": {

@@ -47,6 +47,7 @@ from ..errors import FormatError, MinerfError, UsageError
 from ..fsutil import load_tensor_file, write_atomically
 from ..output import jsonable
 from .audio_encoder import AudioEncoder
+from .energy import DEFAULT_BETA, ENERGY_BANDS, ENERGY_HALF_STEPS, blend_energy, energy_envelope
 from .autoencoder import LandmarkAutoencoder
 from .landmarks68 import landmark_vectors
 from .losses import sync_scores
@@ -55,7 +56,7 @@ FORMAT = "minerf-audio-model"
 VERSION = 1
 WEIGHTS_FORMAT = "minerf-audio-weights"
 DEFAULT_WINDOW_SECONDS = 0.32  # 0.64 until the per-clip normalised models (held-out real clips: better)
-DEFAULT_SMOOTH_SIGMA = 1.0  # frames
+DEFAULT_SMOOTH_SIGMA = 1.0  # frames (2 frames: whole unseen real clips +0.02, synthetic held-out jawOpen 0.92 -> 0.79)
 MEL_NORM_MIN_STD = 0.5  # floor of the per-band std (ln units) of per-clip mel normalisation
 BATCH = 1024
 
@@ -73,7 +74,8 @@ class ExpressionHead(nn.Module):
 
 def default_config(mouth_names: list[str], mouth_indices: list[int], window_seconds: float = DEFAULT_WINDOW_SECONDS,
                    expression_model: str = "conv", smooth_sigma: float = DEFAULT_SMOOTH_SIGMA,
-                   mel_norm: str | None = "clip", target: str = "residual", sync_centre: bool = True) -> dict:
+                   mel_norm: str | None = "clip", target: str = "residual", sync_centre: bool = True,
+                   energy_beta: float = DEFAULT_BETA) -> dict:
     from .. import mel
 
     half = max(1, int(round(window_seconds / 2.0 / mel.HOP_S)))
@@ -104,7 +106,11 @@ def default_config(mouth_names: list[str], mouth_indices: list[int], window_seco
             # target "residual": the model predicts the deviation from the speaker's mean pose;
             # predict_expressions adds the mean of an identity (expression_means) or the global one
             "expression": {"kind": expression_model, "channels": [64, 64, 128, 128], "hidden": 128,
-                           "smooth_sigma_frames": float(smooth_sigma), "target": target},
+                           "smooth_sigma_frames": float(smooth_sigma), "target": target,
+                           # jawOpen += beta * its spread * the clip-standardised speech energy
+                           # (energy.py); older models have no key: no blend
+                           "energy_blend": {"output": "jawOpen", "beta": float(energy_beta),
+                                            "bands": list(ENERGY_BANDS), "half_steps": ENERGY_HALF_STEPS}},
         },
         "expression_means": {"global": None, "identities": {}},
         "training": {},
@@ -345,7 +351,7 @@ class AudioBundle:
         return np.asarray(ids[identity], np.float32)
 
     def predict_expressions(self, windows: np.ndarray, smooth: bool = True, identity: str | None = None,
-                            mean: np.ndarray | None = None) -> np.ndarray:
+                            mean: np.ndarray | None = None, energy: bool = True) -> np.ndarray:
         """(N, T, 80) windows -> (N, M) mouth/jaw blendshape weights in [0, 1], columns in
         :attr:`mouth_names` order (their indices into the 53 ICT expressions: :attr:`mouth_indices`).
 
@@ -356,7 +362,13 @@ class AudioBundle:
 
         With ``smooth`` the windows are taken as consecutive frames of one clip and each column
         is smoothed over time with a Gaussian of sigma ``smooth_sigma_frames`` (1 frame; edges
-        repeat the end values), which removes frame-to-frame jitter of the per-window model."""
+        repeat the end values), which removes frame-to-frame jitter of the per-window model.
+
+        With ``energy`` (and a model whose config has "energy_blend", i.e. new models) the windows
+        are also taken as one clip, and the speech-energy envelope of the windows
+        (:func:`.energy.energy_envelope`, standardised over them) is added to the jawOpen column
+        at ``beta`` (0.25 by default) times that column's spread over the windows (:func:`.energy.blend_energy`),
+        after the smoothing."""
         w = self._check_windows(windows)
         self.audio_encoder.eval()
         self.expression.eval()
@@ -372,6 +384,13 @@ class AudioBundle:
             from scipy.ndimage import gaussian_filter1d
 
             out = gaussian_filter1d(out, sigma, axis=0, mode="nearest")
+        eb = self.config["models"]["expression"].get("energy_blend")
+        if energy and eb and float(eb.get("beta", 0.0)) != 0.0 and eb.get("output") in self.mouth_names:
+            j = self.mouth_names.index(eb["output"])
+            env = energy_envelope(w.numpy(), tuple(eb.get("bands", ENERGY_BANDS)),
+                                  int(eb.get("half_steps", ENERGY_HALF_STEPS)))
+            out = out.copy()
+            out[:, j] = blend_energy(out[:, j], env, float(eb["beta"]))
         return np.clip(out, 0.0, 1.0).astype(np.float32)
 
     def sync_embeddings(self, audio_emb: np.ndarray, mouth_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

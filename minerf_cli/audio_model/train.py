@@ -176,12 +176,16 @@ def fit_audio_model(stores: list[Path], out: Path, steps: int = 1500, device: st
                     window_seconds: float = 0.32, clips_per_batch: int = 2, mel_norm: str | None = "clip",
                     target: str = "residual", sync_centre: bool = True, centre_mouth: bool = True,
                     expression_steps: int | None = None, augment: bool = True, weight_decay: float = 0.05,
-                    chunk_frames: int = 0) -> dict:
+                    chunk_frames: int = 0, smooth_sigma: float | None = None,
+                    energy_beta: float | None = None) -> dict:
     """Train the three audio models on ``stores`` and save an :class:`AudioBundle` to ``out``.
 
     ``steps``: optimiser steps of EACH of the three models. ``identities``: an identity name per
     store (frames of stores with the same name are InfoNCE negatives of each other); default:
-    each store is its own identity. Returns the summary (also in DIR/config.json "training")."""
+    each store is its own identity. ``smooth_sigma`` / ``energy_beta``: the output smoothing
+    (frames) and the weight of the speech-energy envelope added to jawOpen at prediction time
+    (defaults: bundle.DEFAULT_SMOOTH_SIGMA = 1, energy.DEFAULT_BETA = 0.25; 0 disables either).
+    Returns the summary (also in DIR/config.json "training")."""
     t0 = time.perf_counter()
     stores = [Path(s) for s in stores]
     out = Path(out)
@@ -205,8 +209,9 @@ def fit_audio_model(stores: list[Path], out: Path, steps: int = 1500, device: st
     names, indices = mouth_set_indices()
     if target not in ("residual", "absolute"):
         raise UsageError(f"target must be 'residual' or 'absolute' (got {target!r})")
+    extra = {k: v for k, v in (("smooth_sigma", smooth_sigma), ("energy_beta", energy_beta)) if v is not None}
     bundle = AudioBundle(default_config(names, indices, window_seconds, expression_model, mel_norm=mel_norm,
-                                        target=target, sync_centre=sync_centre), "cpu")
+                                        target=target, sync_centre=sync_centre, **extra), "cpu")
     id_names = identities or [str(s) for s in stores]
     id_of = {name: i for i, name in enumerate(dict.fromkeys(id_names))}
     clips = []
