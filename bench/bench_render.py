@@ -90,9 +90,9 @@ def fused_difference(model, dev, n: int = 1_000_000) -> float | None:
     """Largest |fused - PyTorch| hash-grid feature on n random points (None without CUDA/Triton)."""
     grid = model.fine.grid
     x = torch.rand(n, 3, device=dev)
-    if not grid.fused_ok(x):
-        return None
     with torch.no_grad():
+        if not grid.fused_ok(x):
+            return None
         fused = grid(x)
         grid.use_fused = False
         ref = grid(x)
