@@ -7,7 +7,8 @@ from scipy.spatial.transform import Rotation
 
 from minerf_cli.facemodel import load_face_model
 from minerf_cli.geometry import FLIP, axis_angle_to_matrix, euler_pitch_yaw_roll, rigid
-from minerf_cli.tracking import Correspondence, FitConfig, _correct_rotation, box_qp, fit, landmark_basis, view_features
+from minerf_cli.tracking import (FOCAL_GRID, Correspondence, FitConfig, _correct_rotation, box_qp, fit, landmark_basis,
+                                 parabola_vertex, solve_spd, view_features)
 
 
 def test_axis_angle_matches_scipy():
@@ -62,6 +63,39 @@ def test_box_qp_matches_brute_force():
         qx = 0.5 * x[k] @ A[k] @ x[k] + x[k] @ b[k]
         assert qx <= q.min() + 1e-6
         assert (x[k] >= -1e-9).all() and (x[k] <= 1 + 1e-9).all()
+
+
+def test_solve_spd_hand_computed():
+    # A = [[4, 2], [2, 3]] (det 8, inverse [[3, -2], [-2, 4]] / 8): b = (2, 1) -> (0.5, 0), b = (0, 8) -> (-2, 4)
+    A = np.array([[[4.0, 2.0], [2.0, 3.0]]] * 2)
+    x = solve_spd(A, np.array([[2.0, 1.0], [0.0, 8.0]]))
+    assert np.allclose(x, [[0.5, 0.0], [-2.0, 4.0]], atol=1e-12)
+    # 3x3 diagonal with a huge entry (a held unknown, as box_qp's damping makes): x = b / diag
+    D = np.diag([1e12, 2.0, 0.5])[None]
+    assert np.allclose(solve_spd(D, np.array([[1e12, 4.0, 1.0]])), [[1.0, 2.0, 2.0]], atol=1e-12)
+    # not positive definite: falls back to a general solve, [[0, 1], [1, 0]] x = (1, 2) -> (2, 1)
+    assert np.allclose(solve_spd(np.array([[[0.0, 1.0], [1.0, 0.0]]]), np.array([[1.0, 2.0]])), [[2.0, 1.0]])
+    # a batch of random SPD systems agrees with numpy
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(5, 7, 7))
+    A = X @ X.transpose(0, 2, 1) + 0.1 * np.eye(7)
+    b = rng.normal(size=(5, 7))
+    assert np.allclose(solve_spd(A, b), np.linalg.solve(A, b[..., None])[..., 0], atol=1e-9)
+
+
+def test_focal_grid_is_a_fine_log_grid():
+    g = np.array(FOCAL_GRID)
+    assert len(g) == 15 and abs(g[0] - 0.8) < 1e-12 and abs(g[-1] - 6.0) < 1e-12
+    # constant ratio (6 / 0.8) ** (1 / 14) = 1.155 between neighbours
+    assert np.allclose(g[1:] / g[:-1], 7.5 ** (1 / 14), rtol=1e-9)
+
+
+def test_parabola_vertex():
+    # through (-1, 3), (0, 1), (1, 2): y = 1.5 x^2 - 0.5 x + 1, minimum at x = 1/6
+    assert abs(parabola_vertex([5.0, 3.0, 1.0, 2.0], 2) - 1 / 6) < 1e-12
+    assert parabola_vertex([2.0, 1.0, 2.0], 1) == 0.0  # symmetric
+    assert parabola_vertex([1.0, 2.0, 3.0], 0) == 0.0  # minimum at an end of the grid: kept
+    assert parabola_vertex([1.0, 1.0, 1.0], 1) == 0.0  # flat: no curvature
 
 
 def _synthetic_landmarks(n=60, size=512, noise=0.3, seed=0):
