@@ -31,11 +31,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SETTINGS = {  # name: march options (MINeRF.march_options), rendering.PREVIEW_STRIDE, fused hash kernel
-    "default": ({}, 4, True),
-    "no_preview": ({}, 1, True),
-    "t0.01": ({"min_transmittance": 1e-2}, 4, True),
-    "t0.03": ({"min_transmittance": 3e-2}, 4, True),
+OCCUPANCY_ALPHA = 0.005  # the grid's opacity threshold per marching step (OccupancyGrid's default)
+
+SETTINGS = {  # name: march options (MINeRF.march_options), rendering.PREVIEW_STRIDE, fused hash kernel,
+    # marching steps across the head box's diagonal (the occupancy threshold follows the step)
+    "default": ({}, 4, True, 256),
+    "no_preview": ({}, 1, True, 256),
+    "t0.001": ({"min_transmittance": 1e-3}, 4, True, 256),
+    "steps192": ({}, 4, True, 192),
+    "steps128": ({}, 4, True, 128),
+    "preview8_steps128": ({}, 8, True, 128),
 }
 
 
@@ -155,8 +160,11 @@ def main(argv=None) -> int:
         row = {"mask_weight": mask, "distortion_weight": dist, "steps": result["steps"], "train_s": result["train_s"],
                "steps_per_s": result["steps_per_s"], "occupied_fraction": round(float(model.occupancy.fraction()), 4),
                "test_psnr_pdf": round(test_psnr(model, sources, args.eval_frames, sampler="pdf"), 3), "settings": {}}
-        for name, (opts, preview, fused) in SETTINGS.items():
+        steps0 = model.cfg.march_steps
+        for name, (opts, preview, fused, steps) in SETTINGS.items():
             model.march_options = dict(opts)
+            model.cfg.march_steps = steps
+            model.occupancy.set_threshold(OCCUPANCY_ALPHA, model.march_step)
             rendering.PREVIEW_STRIDE = preview
             model.fine.grid.use_fused = fused
             t0 = time.perf_counter()
@@ -166,6 +174,8 @@ def main(argv=None) -> int:
             row["settings"][name] = r
             print(f"mask {mask:g} distortion {dist:g} {name}: {r}", file=sys.stderr, flush=True)
         model.march_options = {}
+        model.cfg.march_steps = steps0
+        model.occupancy.set_threshold(OCCUPANCY_ALPHA, model.march_step)
         rendering.PREVIEW_STRIDE = preview0
         model.fine.grid.use_fused = True
         row["fused_hash_max_abs_diff"] = fused_difference(model, dev)

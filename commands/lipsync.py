@@ -23,6 +23,7 @@ def lipsync(
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Render at most this many frames (the speech is cut to them)."),
     target_store: Optional[Path] = opt.TARGET_STORE,
     latent: str = opt.LATENT,
+    march_steps: Optional[int] = opt.MARCH_STEPS,
     device: str = opt.DEVICE,
     precision: str = opt.PRECISION,
     jpeg_quality: Optional[int] = opt.JPEG_QUALITY,
@@ -43,7 +44,7 @@ def lipsync(
     from minerf_cli.lipsync import lipsync as run_lipsync
 
     emit_json(run_lipsync(run, name, speech, audio_model, output=output, png_dir=png_dir, store_out=store_out,
-                          target_override=target_store, latent=latent, device=device, precision=precision, force=force, crf=crf,
+                          target_override=target_store, latent=latent, march_steps=march_steps, device=device, precision=precision, force=force, crf=crf,
                           jpeg_quality=jpeg_quality, max_frames=max_frames))
 
 

@@ -26,6 +26,7 @@ def transfer(
     audio_model: Optional[Path] = typer.Option(None, "--audio-model", help="Audio model directory (`minerf encode-audio --fit`) for --audio."),
     target_store: Optional[Path] = opt.TARGET_STORE,
     latent: str = opt.LATENT,
+    march_steps: Optional[int] = opt.MARCH_STEPS,
     device: str = opt.DEVICE,
     precision: str = opt.PRECISION,
     jpeg_quality: Optional[int] = opt.JPEG_QUALITY,
@@ -44,7 +45,7 @@ def transfer(
     from minerf_cli.transfer import transfer as run_transfer
 
     emit_json(run_transfer(run, name, source, output=output, png_dir=png_dir, store_out=store_out, frames=frames,
-                           pose=pose, side_by_side=side_by_side, target_override=target_store, latent=latent, device=device,
+                           pose=pose, side_by_side=side_by_side, target_override=target_store, latent=latent, march_steps=march_steps, device=device,
                            precision=precision, force=force, crf=crf, jpeg_quality=jpeg_quality,
                            speech=speech, audio_model=audio_model))
 

@@ -22,11 +22,12 @@ from .transfer import audio_mouth, check_outputs, drive_mouth, open_target, ping
 def lipsync(run: Path, name: str, speech: Path, audio_model: Path, output: Path | None = None,
             png_dir: Path | None = None, store_out: Path | None = None, target_override: Path | None = None,
             device: str = "auto", precision: str = "auto", force: bool = False, crf: int = 18,
-            jpeg_quality: int | None = None, max_frames: int | None = None, latent: str = "mean") -> dict:
+            jpeg_quality: int | None = None, max_frames: int | None = None, latent: str = "mean",
+            march_steps: int | None = None) -> dict:
     """Render NAME lip-synced to ``speech``; returns the JSON summary."""
     check_outputs(output, png_dir, store_out, force, latent)
     t0 = time.perf_counter()
-    t = open_target(run, name, target_override, device, precision)
+    t = open_target(run, name, target_override, device, precision, march_steps)
     clip, dev = t.clip, t.device
     pcm, mouth, cols = audio_mouth(audio_model, speech, clip.fps, max_frames, dev, cover=True, speaker=clip)
     n = len(mouth)

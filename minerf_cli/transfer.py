@@ -111,10 +111,12 @@ class Target:
 
 
 def open_target(run: Path, name: str, target_override: Path | None = None, device: str = "auto",
-                precision: str = "auto") -> Target:
+                precision: str = "auto", march_steps: int | None = None) -> Target:
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     model, cfg, ckpt = runs.load_model(run, dev)
+    if march_steps is not None:
+        model.set_march_steps(march_steps)
     video = runs.identity_index(cfg, name)
     clip = load_clip(target_store(cfg, video, target_override), dev, model.cfg.expr_dim)
     from .training import TrainConfig, smoothing_active
@@ -228,7 +230,7 @@ def transfer(run: Path, name: str, source_path: Path, output: Path | None = None
              side_by_side: bool = False, target_override: Path | None = None, device: str = "auto",
              precision: str = "auto", force: bool = False, chunk: int = 32768, crf: int = 18,
              jpeg_quality: int | None = None, speech: Path | None = None, audio_model: Path | None = None,
-             latent: str = "mean") -> dict:
+             latent: str = "mean", march_steps: int | None = None) -> dict:
     """Render NAME driven by ``source_path``; returns the JSON summary.
 
     Joint driving (JEAN): with ``speech`` and ``audio_model`` the mouth and jaw blendshapes
@@ -240,7 +242,7 @@ def transfer(run: Path, name: str, source_path: Path, output: Path | None = None
     if (speech is None) != (audio_model is None):
         raise UsageError("joint driving needs both --audio SPEECH and --audio-model DIR")
     t0 = time.perf_counter()
-    t = open_target(run, name, target_override, device, precision)
+    t = open_target(run, name, target_override, device, precision, march_steps)
     target, dev = t.clip, t.device
     same = _same_file(source_path, target.path)
     source = target if same else load_clip(source_path, dev, t.model.cfg.expr_dim)

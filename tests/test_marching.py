@@ -255,6 +255,7 @@ def test_preview_pass_renders_only_near_the_surface_and_changes_nothing_there():
     from minerf_cli import rendering
 
     model = _tiny_model(grid=16).eval()
+    model.set_march_steps(256)
     ball = BallField(sigma=500.0, radius=6.0)
     model.fine = ball
     model.occupancy.update(ball.density, torch.zeros(16**3, 4), torch.zeros(16**3, 2))
@@ -273,3 +274,13 @@ def test_preview_pass_renders_only_near_the_surface_and_changes_nothing_there():
     assert on_ball.sum() > 200 and (~on_ball).sum() > 2000  # the ball covers part of the frame
     assert (two - full).abs().amax() < 1e-3
     assert n_two < 0.7 * n_full  # rays start 1.5 cm before the ball, not at its dilated cells; none around it
+
+
+def test_set_march_steps_moves_the_step_and_the_grid_threshold():
+    model = _tiny_model()
+    diag = sum((b - a) ** 2 for a, b in zip(model.cfg.box_min, model.cfg.box_max)) ** 0.5
+    model.set_march_steps(64)
+    assert model.cfg.march_steps == 64 and model.march_step == pytest.approx(diag / 64)
+    assert model.occupancy.sigma_threshold == pytest.approx(sigma_threshold(model.occupancy.alpha_threshold, diag / 64))
+    with pytest.raises(ValueError):
+        model.set_march_steps(4)

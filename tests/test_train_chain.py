@@ -494,7 +494,7 @@ def test_lipsync_recipe_without_latent_codes_and_with_mouth_rays(stores, tmp_pat
     pcfg = json.loads((tmp_path / "p" / "config.json").read_text())["train"]
     assert pcfg["mouth_fraction"] == 0.3 and pcfg["mask_weight"] == 0.1
     t = ok(cli("transfer", tmp_path / "p", "--id", "third", "--from", stores["id00"], "--frames", "0:2",
-               "--store", tmp_path / "t.h5"))
+               "--store", tmp_path / "t.h5", "--march-steps", "64"))
     assert t["frames"] == 2
     bad = cli("train", "--ids", stores["id00"], "-o", tmp_path / "bad", *TINY, "--mouth-rays", "1.5")
     assert bad.exit_code == 2 and "--mouth-rays" in bad.stderr and not (tmp_path / "bad").exists()

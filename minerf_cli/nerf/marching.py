@@ -4,7 +4,9 @@ Used to render with a trained model (``MINeRF.render_rays_marched``). Along each
 candidate samples are uniform steps t_k = near + (k + 1/2) step, k = 0..n_steps-1, inside
 [near, far); only those in occupied cells of the grid are evaluated (packed: the field
 sees a flat list of points), in rounds of ``per_round`` occupied samples per ray, front to
-back; after each round rays whose transmittance fell below ``min_transmittance`` stop, and
+back; after each round rays whose transmittance fell below ``min_transmittance`` (1%: what is
+left goes to the background, an error of at most 1% of a colour difference; 0.1% gave the
+same held-out PSNR to 0.001 dB and 12% more samples) stop, and
 only the rays still going are looked at in the next round (:func:`compact_samples` packs
 each ray's occupied samples to the left of an (R, M) table, so a round reads just its
 columns of the live rays).
@@ -78,7 +80,7 @@ def per_point(code: torch.Tensor, ray: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor,
                  far: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor, background: torch.Tensor,
-                 step: float, n_steps: int, per_round: int = 16, min_transmittance: float = 1e-3,
+                 step: float, n_steps: int, per_round: int = 16, min_transmittance: float = 1e-2,
                  first_hit: torch.Tensor | None = None,
                  first_opacity: float = 0.01) -> tuple[torch.Tensor, torch.Tensor, MarchStats]:
     """Render rays (module docstring).

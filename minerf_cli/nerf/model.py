@@ -53,7 +53,8 @@ class ModelConfig:
     smoothing_window: int = 8
     field_options: dict = dc_field(default_factory=dict)
     occupancy_resolution: int = 0  # cells per axis of the occupancy grid (0: none; runs before it had none)
-    march_steps: int = 256  # uniform marching steps across the head box's diagonal (rendering with the grid)
+    march_steps: int = 192  # uniform marching steps across the head box's diagonal (rendering with the grid;
+    # runs made before 2026-11-22: 256, kept in their config)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -108,6 +109,15 @@ class MINeRF(nn.Module):
         """Marching step (cm): the head box's diagonal / ``march_steps``."""
         diag = sum((b - a) ** 2 for a, b in zip(self.cfg.box_min, self.cfg.box_max)) ** 0.5
         return diag / self.cfg.march_steps
+
+    def set_march_steps(self, steps: int) -> None:
+        """Render with ``steps`` marching steps across the head box (a rendering setting:
+        fewer is faster and coarser); the occupancy grid's threshold follows the new step."""
+        if steps < 8:
+            raise ValueError("march steps must be >= 8")
+        self.cfg.march_steps = int(steps)
+        if self.occupancy is not None:
+            self.occupancy.set_threshold(self.occupancy.alpha_threshold, self.march_step)
 
     # -- codes -----------------------------------------------------------------------------
     def condition(self, expression: torch.Tensor, video: torch.Tensor) -> torch.Tensor:

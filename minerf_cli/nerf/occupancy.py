@@ -57,6 +57,7 @@ class OccupancyGrid(nn.Module):
         if resolution < 2:
             raise ValueError("occupancy grid resolution must be >= 2")
         self.resolution, self.decay = int(resolution), float(decay)
+        self.alpha_threshold = float(alpha_threshold)
         self.sigma_threshold = sigma_threshold(alpha_threshold, step)
         bmin = torch.tensor(box_min, dtype=torch.float32)
         bmax = torch.tensor(box_max, dtype=torch.float32)
@@ -102,6 +103,7 @@ class OccupancyGrid(nn.Module):
     def set_threshold(self, alpha_threshold: float, step: float, dilation: bool = True) -> None:
         """Re-derive ``occupied`` from the sampled densities for another opacity threshold
         or marching step (rendering settings); a grid never updated stays all-occupied."""
+        self.alpha_threshold = float(alpha_threshold)
         self.sigma_threshold = sigma_threshold(alpha_threshold, step)
         if int(self.updates) > 0:
             occ = self.density > self.sigma_threshold
