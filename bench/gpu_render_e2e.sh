@@ -5,9 +5,10 @@
 # The JSON of each command (render_fps: model time; total_s: the whole command, mp4 written)
 # goes to $OUT/log.jsonl.
 # Inputs (carried, git-ignored): $ID a tracked JPEG store, $AM an audio model dir, $SPEECH a
-# PCM wav; the GPU image has no ffmpeg: carry an imageio-ffmpeg wheel in .whl/ (0.4.9, 27 MB:
+# PCM wav; the GPU image has no ffmpeg and no soundfile: carry their wheels in .whl/
+# (imageio-ffmpeg 0.4.9, 27 MB; soundfile, cffi, pycparser for cp312 manylinux:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2010_x86_64 \
-#       -d .whl imageio-ffmpeg==0.4.9).
+#       -d .whl imageio-ffmpeg==0.4.9   # and the same for the other three).
 #   ID=.gpudata/r4/styletalk_KristiNoem_av.h5 bash bench/gpu_render_e2e.sh
 set -euo pipefail
 export PYTHONUNBUFFERED=1
@@ -17,8 +18,8 @@ SPEECH=${SPEECH:-.gpudata/lipsync/speech.wav}
 OUT=${OUT:-gpu_out}
 STEPS=${STEPS:-4000}
 mkdir -p "$OUT"
-if ls .whl/imageio_ffmpeg-*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/imageio_ffmpeg-*.whl
+if ls .whl/*.whl >/dev/null 2>&1; then  # imageio-ffmpeg, soundfile, cffi, pycparser
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 bash scripts/gpu_setup.sh
