@@ -253,19 +253,3 @@ class MINeRF(nn.Module):
         if stats:  # the counts of the whole call
             self.last_march = MarchStats(*(sum(v) for v in zip(*stats)))
         return out
-
-    @torch.no_grad()
-    def render_image(self, origins: torch.Tensor, dirs: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor,
-                     background: torch.Tensor, chunk: int = 8192, only: torch.Tensor | None = None,
-                     sampler: str = "auto") -> torch.Tensor:
-        """Render (H, W, 3) rays in chunks (no gradient, no jitter) -> (H, W, 3) colours.
-
-        ``only`` (H, W) bool: render just those pixels (e.g. those whose ray hits the head
-        box); the others get the background. ``sampler``: see :meth:`uses_marching`.
-        """
-        H, W, _ = origins.shape
-        o, d, bg = origins.reshape(-1, 3), dirs.reshape(-1, 3), background.reshape(-1, 3)
-        result = bg.clone().float()
-        idx = torch.arange(H * W, device=o.device) if only is None else torch.nonzero(only.reshape(-1))[:, 0]
-        result[idx] = self.render_pixels(o[idx], d[idx], cond, latent, bg[idx], chunk=chunk, sampler=sampler)
-        return result.reshape(H, W, 3)
