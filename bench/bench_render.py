@@ -26,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -108,16 +107,13 @@ def fused_difference(model, dev, n: int = 1_000_000) -> float | None:
 def profile_batch(model, sources, dev, precision, batch: int = 8) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
-    from minerf_cli.devices import autocast
-    from minerf_cli.rendering import frame_latents, render_batch, sequence_codes
+    from bench_speed import render_inputs
 
-    video, clip = sources[0]
-    idx = np.arange(min(batch, clip.n_frames))
+    from minerf_cli.devices import autocast
+    from minerf_cli.rendering import render_batch
+
+    clip, _, cond, lat, poses, bgs = render_inputs(model, sources, dev, batch)
     with torch.no_grad():
-        lat = frame_latents(model, video, idx, clip.train_idx)
-        cond, lat = sequence_codes(model, clip.expression[torch.as_tensor(idx)].to(dev), video, lat, False)
-        poses = clip.camera_from_head[torch.as_tensor(idx)].to(dev)
-        bgs = torch.stack([clip.background(int(n)) for n in idx]).to(dev)
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             with autocast(dev, precision):
                 img = render_batch(model, clip.K, poses, cond, lat, bgs)

@@ -61,10 +61,10 @@ def test_psnr(model, sources, frames_per_id: int, smooth: bool = False, sampler:
     return float(np.mean(values))
 
 
-def render_fps(model, sources, device, precision, n_frames: int = 32, batch: int = 8,
-               samplers: tuple[str, ...] | None = None) -> dict:
-    from minerf_cli.devices import autocast
-    from minerf_cli.rendering import frame_latents, render_batch, sequence_codes
+def render_inputs(model, sources, device, n_frames: int):
+    """The first identity's first n_frames frames as render_batch takes them: clip, idx (n,),
+    cond (n, C), latent (n, L), poses (n, 4, 4), backgrounds (n, H, W, 3) on ``device``."""
+    from minerf_cli.rendering import frame_latents, sequence_codes
 
     video, clip = sources[0]
     idx = np.arange(min(n_frames, clip.n_frames))
@@ -73,6 +73,15 @@ def render_fps(model, sources, device, precision, n_frames: int = 32, batch: int
         cond, lat = sequence_codes(model, clip.expression[torch.as_tensor(idx)].to(device), video, lat, False)
     poses = clip.camera_from_head[torch.as_tensor(idx)].to(device)
     bgs = torch.stack([clip.background(int(n)) for n in idx]).to(device)
+    return clip, idx, cond, lat, poses, bgs
+
+
+def render_fps(model, sources, device, precision, n_frames: int = 32, batch: int = 8,
+               samplers: tuple[str, ...] | None = None) -> dict:
+    from minerf_cli.devices import autocast
+    from minerf_cli.rendering import render_batch
+
+    clip, idx, cond, lat, poses, bgs = render_inputs(model, sources, device, n_frames)
     out = {}
     for sampler in samplers or (["grid", "pdf"] if model.uses_marching() else ["pdf"]):
         times = []

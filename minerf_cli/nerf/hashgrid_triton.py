@@ -83,8 +83,7 @@ def hash_encode(grid, x: torch.Tensor, block: int = 256) -> torch.Tensor:
     if N == 0:
         return out
     table = grid.table.detach().contiguous()
-    mult = grid.mult.to(torch.int32).contiguous()
-    _hash_encode_kernel[(triton.cdiv(N, block), grid.levels)](
-        x, table, grid.res, mult, grid.level_offset, out, N,
+    _hash_encode_kernel[(triton.cdiv(N, block), grid.levels)](  # (mult: int64, cast in the kernel)
+        x, table, grid.res, grid.mult, grid.level_offset, out, N,
         n_dense=grid.n_dense, L=grid.levels, F=grid.features, MASK=grid.table_size - 1, BLOCK=block)
     return out

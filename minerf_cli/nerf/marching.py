@@ -38,22 +38,15 @@ class MarchStats:
     rounds: int
 
 
-def candidates(origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
-               grid: OccupancyGrid, step: float, n_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Uniform-step candidates of rays (R, 3) over [near, far) (R,) -> t (R, n), valid
-    (R, n) (inside [near, far)), occupied (R, n) (valid and in an occupied cell)."""
-    k = torch.arange(n_steps, device=origins.device, dtype=origins.dtype)
-    t = near[:, None] + (k + 0.5) * step  # (R, n)
-    valid = t < far[:, None]
-    return t, valid, valid & grid.is_occupied(origins[:, None, :] + dirs[:, None, :] * t[..., None])
-
-
 def occupied_samples(origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
                      grid: OccupancyGrid, step: float, n_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Occupied candidate samples of rays (R, 3) over [near, far) (R,) ->
     ray (P,) int64, t (P,), rank (P,) int64 (0 for a ray's first occupied sample, sorted by
     ray then t), candidates (R,) int64 (samples inside [near, far) per ray)."""
-    t, valid, occ = candidates(origins, dirs, near, far, grid, step, n_steps)
+    k = torch.arange(n_steps, device=origins.device, dtype=origins.dtype)
+    t = near[:, None] + (k + 0.5) * step  # (R, n)
+    valid = t < far[:, None]
+    occ = valid & grid.is_occupied(origins[:, None, :] + dirs[:, None, :] * t[..., None])
     rank = torch.cumsum(occ, 1) - 1
     ray, col = torch.nonzero(occ, as_tuple=True)
     return ray, t[ray, col], rank[ray, col], valid.sum(1)
