@@ -9,7 +9,7 @@ match the head mask, ``nerf.render.mask_loss``) one fast field is trained in thi
 
 * held-out face-crop PSNR with the occupancy-grid renderer and with the training sampler;
 * render frames/s at the store's size under each setting of SETTINGS (preview stride of the
-  two-pass renderer, fused hash kernel or not; model time: rays,
+  two-pass renderer, which fused kernels; model time: rays,
   rendering, compositing, uint8 copy to the host; 8 frames a batch over --frames frames of
   the clip, its own backgrounds and poses, second pass timed), field evaluations per frame
   and the held-out PSNR under that setting;
@@ -32,14 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 OCCUPANCY_ALPHA = 0.005  # the grid's opacity threshold per marching step (OccupancyGrid's default)
 
-SETTINGS = {  # name: march options (MINeRF.march_options), rendering.PREVIEW_STRIDE, fused hash kernel,
-    # marching steps across the head box's diagonal (the occupancy threshold follows the step)
-    "default": ({}, 4, True, 256),
-    "no_preview": ({}, 1, True, 256),
-    "t0.001": ({"min_transmittance": 1e-3}, 4, True, 256),
-    "steps192": ({}, 4, True, 192),
-    "steps128": ({}, 4, True, 128),
-    "preview8_steps128": ({}, 8, True, 128),
+SETTINGS = {  # name: march options (MINeRF.march_options), rendering.PREVIEW_STRIDE, fused kernels
+    # ("none": PyTorch only, "hash": the fused hash encoding only, the renderer of 2026-11-22's
+    # first figures, "all": also the fused marching kernels of nerf/march_triton.py), marching
+    # steps across the head box's diagonal (the occupancy threshold follows the step)
+    "steps192_hash_only": ({}, 4, "hash", 192),
+    "steps192": ({}, 4, "all", 192),
+    "steps256": ({}, 4, "all", 256),
+    "steps128": ({}, 4, "all", 128),
+    "no_preview_192": ({}, 1, "all", 192),
+    "per_round32_192": ({"per_round": 32}, 4, "all", 192),
 }
 
 
@@ -130,6 +132,7 @@ def main(argv=None) -> int:
 
     from minerf_cli.devices import resolve_device, resolve_precision
     from minerf_cli import rendering
+    from minerf_cli.nerf import march_triton
 
     preview0 = rendering.PREVIEW_STRIDE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,7 +165,8 @@ def main(argv=None) -> int:
             model.cfg.march_steps = steps
             model.occupancy.set_threshold(OCCUPANCY_ALPHA, model.march_step)
             rendering.PREVIEW_STRIDE = preview
-            model.fine.grid.use_fused = fused
+            model.fine.grid.use_fused = fused != "none"
+            march_triton.enabled = fused == "all"
             t0 = time.perf_counter()
             r = render_fps(model, sources, dev, precision, n_frames=args.frames, samplers=("grid",))["grid"]
             r["test_psnr"] = round(test_psnr(model, sources, args.eval_frames, sampler="grid"), 3)
@@ -174,6 +178,7 @@ def main(argv=None) -> int:
         model.occupancy.set_threshold(OCCUPANCY_ALPHA, model.march_step)
         rendering.PREVIEW_STRIDE = preview0
         model.fine.grid.use_fused = True
+        march_triton.enabled = True
         row["fused_hash_max_abs_diff"] = fused_difference(model, dev)
         row["opacity"] = opacity_stats(model, sources, dev, precision)
         if args.profile:

@@ -113,6 +113,22 @@ class FastField(Field):
         return [{"params": grid, "name": "grid"},
                 {"params": [p for p in self.parameters() if id(p) not in ids], "name": "mlp"}]
 
+    def ray_codes(self, cond: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """The per-ray part of the first density layer: cond (R, C) or (C,), latent (R, L) or
+        (L,) -> W_c cond + W_l latent + b, (R, hidden) or (hidden,) (just b with region
+        attention, whose condition term is per sample)."""
+        Dh, C = self.grid.out_dim, self.cond_dim
+        W, b = self.density_in.weight, self.density_in.bias
+        codes = b if self.attention is not None else F.linear(cond, W[:, Dh:Dh + C], b)
+        if self.latent_dim:  # (no latent codes: no zero-width matmul, which CUDA kernels may not take)
+            codes = codes + F.linear(latent, W[:, Dh + C:])
+        return codes
+
+    def dir_codes(self, viewdir: torch.Tensor) -> torch.Tensor:
+        """The per-ray part of the first colour layer: viewdir (R, 3) -> W_v gamma_4(v) + b (R, color_hidden)."""
+        Wc, bc = self.color_in.weight, self.color_in.bias
+        return F.linear(self.pe_dir(viewdir.to(self.box_min.dtype)), Wc[:, self.geo_features:], bc)
+
     def _density_features(self, x, cond, latent):
         """x (R, S, 3) -> density (R, S) float32, density MLP output (R, S, 1 + geo)."""
         R, S, _ = x.shape
@@ -121,11 +137,8 @@ class FastField(Field):
         h = self.grid(xn)  # (R, S, L*F) float32
         # first density layer, split over [h | cond | latent] (module docstring)
         Dh, C = self.grid.out_dim, self.cond_dim
-        W, b = self.density_in.weight, self.density_in.bias
-        codes = b if self.attention is not None else F.linear(cond, W[:, Dh:Dh + C], b)  # (R, hidden) or (hidden,)
-        if self.latent_dim:  # (no latent codes: no zero-width matmul, which CUDA kernels may not take)
-            codes = codes + F.linear(latent, W[:, Dh + C:])
-        a = F.linear(h, W[:, :Dh]) + per_sample(codes, R, S)  # (R, S, hidden)
+        W = self.density_in.weight
+        a = F.linear(h, W[:, :Dh]) + per_sample(self.ray_codes(cond, latent), R, S)  # (R, S, hidden)
         if self.attention is not None:  # the gated condition is per sample: (R, S, C)
             gate = torch.sigmoid(self.attention(h))
             a = a + F.linear(per_sample(cond, R, S) * gate, W[:, Dh:Dh + C])
@@ -142,10 +155,7 @@ class FastField(Field):
         R, S, _ = x.shape
         density, out = self._density_features(x, cond, latent)
         # first colour layer, split over [geo | gamma(v)]
-        G = self.geo_features
-        Wc, bc = self.color_in.weight, self.color_in.bias
-        d = self.pe_dir(viewdir.to(self.box_min.dtype))  # (R, 27)
-        c = F.linear(out[..., 1:], Wc[:, :G]) + per_sample(F.linear(d, Wc[:, G:], bc), R, S)
+        c = F.linear(out[..., 1:], self.color_in.weight[:, :self.geo_features]) + per_sample(self.dir_codes(viewdir), R, S)
         c = torch.relu(self.color_hidden(torch.relu(c)))
         rgb = torch.sigmoid(_at_least_f32(self.color_out(c)))  # (R, S, 3)
         return density, rgb

@@ -35,6 +35,31 @@ def available() -> bool:
 if triton is not None:
 
     @triton.jit
+    def cell(x, res):
+        """Coordinate in [0, 1] (clamped), level resolution -> cell origin (int32) and the
+        fraction in the cell, as :meth:`HashGrid.cells` (x = 1: last cell, fraction 1)."""
+        p = tl.minimum(tl.maximum(x, 0.0), 1.0) * res
+        o = tl.minimum(tl.floor(p), res - 1.0)
+        return o.to(tl.int32), p - o
+
+    @triton.jit
+    def corner(ix, iy, iz, fx, fy, fz, m0, m1, m2, c: tl.constexpr, dense, MASK: tl.constexpr):
+        """Corner c = 4 bx + 2 by + bz of cells (ix, iy, iz) with fractions (fx, fy, fz) ->
+        its row in the level (dense index or spatial hash, before the level offset) and its
+        trilinear weight, as :meth:`HashGrid.corner_indices` and :func:`trilinear_weights`."""
+        bx: tl.constexpr = (c >> 2) & 1
+        by: tl.constexpr = (c >> 1) & 1
+        bz: tl.constexpr = c & 1
+        hx = ((ix + bx) * m0) & MASK
+        hy = ((iy + by) * m1) & MASK
+        hz = ((iz + bz) * m2) & MASK
+        idx = tl.where(dense, hx + hy + hz, hx ^ hy ^ hz)
+        wx = fx if bx else 1.0 - fx
+        wy = fy if by else 1.0 - fy
+        wz = fz if bz else 1.0 - fz
+        return idx, wx * wy * wz
+
+    @triton.jit
     def _hash_encode_kernel(x_ptr, table_ptr, res_ptr, mult_ptr, offset_ptr, out_ptr, N,
                             n_dense: tl.constexpr, L: tl.constexpr, F: tl.constexpr,
                             MASK: tl.constexpr, BLOCK: tl.constexpr):
@@ -47,30 +72,15 @@ if triton is not None:
         m1 = tl.load(mult_ptr + lvl * 3 + 1).to(tl.int32)
         m2 = tl.load(mult_ptr + lvl * 3 + 2).to(tl.int32)
         off = tl.load(offset_ptr + lvl)
-        px = tl.minimum(tl.maximum(tl.load(x_ptr + rows * 3 + 0, mask=ok, other=0.0), 0.0), 1.0) * res
-        py = tl.minimum(tl.maximum(tl.load(x_ptr + rows * 3 + 1, mask=ok, other=0.0), 0.0), 1.0) * res
-        pz = tl.minimum(tl.maximum(tl.load(x_ptr + rows * 3 + 2, mask=ok, other=0.0), 0.0), 1.0) * res
-        ox = tl.minimum(tl.floor(px), res - 1.0)
-        oy = tl.minimum(tl.floor(py), res - 1.0)
-        oz = tl.minimum(tl.floor(pz), res - 1.0)
-        fx, fy, fz = px - ox, py - oy, pz - oz
-        ix, iy, iz = ox.to(tl.int32), oy.to(tl.int32), oz.to(tl.int32)
+        ix, fx = cell(tl.load(x_ptr + rows * 3 + 0, mask=ok, other=0.0), res)
+        iy, fy = cell(tl.load(x_ptr + rows * 3 + 1, mask=ok, other=0.0), res)
+        iz, fz = cell(tl.load(x_ptr + rows * 3 + 2, mask=ok, other=0.0), res)
         dense = lvl < n_dense
         for f in tl.static_range(F):
             acc = tl.zeros([BLOCK], dtype=tl.float32)
             for c in tl.static_range(8):
-                bx = (c >> 2) & 1  # corner c = 4 bx + 2 by + bz (constants: c is static)
-                by = (c >> 1) & 1
-                bz = c & 1
-                hx = ((ix + bx) * m0) & MASK
-                hy = ((iy + by) * m1) & MASK
-                hz = ((iz + bz) * m2) & MASK
-                idx = tl.where(dense, hx + hy + hz, hx ^ hy ^ hz) + off
-                wx = bx * fx + (1 - bx) * (1.0 - fx)
-                wy = by * fy + (1 - by) * (1.0 - fy)
-                wz = bz * fz + (1 - bz) * (1.0 - fz)
-                v = tl.load(table_ptr + idx * F + f, mask=ok, other=0.0)
-                acc += v * (wx * wy * wz)
+                idx, w = corner(ix, iy, iz, fx, fy, fz, m0, m1, m2, c, dense, MASK)
+                acc += tl.load(table_ptr + (idx + off) * F + f, mask=ok, other=0.0) * w
             tl.store(out_ptr + rows * (L * F) + lvl * F + f, acc, mask=ok)
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import march_triton
 from .occupancy import OccupancyGrid
 
 
@@ -70,6 +71,31 @@ def per_point(code: torch.Tensor, ray: torch.Tensor) -> torch.Tensor:
     return code if code.dim() == 1 else code[ray]
 
 
+def _round_pytorch(field, origins, dirs, cond, latent, packed, active, start, per_round, step, T, color,
+                   first_hit, first_opacity) -> int:
+    """One round of :func:`march_render` in PyTorch, in place on T (R,), color (R, 3),
+    first_hit (R,) -> number of samples evaluated."""
+    tt = packed[active, start:start + per_round]  # (A, K)
+    pr, pc = torch.nonzero(torch.isfinite(tt), as_tuple=True)
+    r = active[pr]
+    x = origins[r] + dirs[r] * tt[pr, pc, None]
+    density, rgb = field(x[:, None, :], dirs[r], per_point(cond, r), per_point(latent, r))
+    alpha = torch.zeros_like(tt)
+    alpha[pr, pc] = -torch.expm1(-density[:, 0].float() * step)
+    colors = torch.zeros(*tt.shape, 3, device=tt.device)
+    colors[pr, pc] = rgb[:, 0].float()
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha], 1), 1)  # (A, K + 1)
+    Ta = T[active]
+    color[active] += ((Ta[:, None] * trans[:, :-1] * alpha)[..., None] * colors).sum(1)
+    if first_hit is not None:  # rays crossing first_opacity in this round: their first such sample
+        crossed = (1.0 - Ta[:, None] * trans[:, 1:] > first_opacity) & (Ta[:, None] >= 1.0 - first_opacity)
+        found = crossed.any(1)
+        col = crossed.int().argmax(1)
+        first_hit[active[found]] = tt[found, col[found]]
+    T[active] = Ta * trans[:, -1]
+    return int(pr.numel())
+
+
 @torch.no_grad()
 def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor,
                  far: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor, background: torch.Tensor,
@@ -84,40 +110,44 @@ def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.
     rgb (R, 3) float32, opacity (R,) (1 - T_last), :class:`MarchStats`.
     ``first_hit`` (R,) float, if given, is filled with the t of each ray's first sample after
     which its opacity exceeds ``first_opacity`` (inf where it never does).
+    A fast field on CUDA goes through the fused kernels of :mod:`.march_triton` (same
+    result up to float16 rounding in its MLP layers).
     """
     R = origins.shape[0]
     dev = origins.device
     if first_hit is not None:
         first_hit.fill_(float("inf"))
-    packed, count, cand = compact_samples(origins, dirs, near, far, grid, step, n_steps)
+    fused = march_triton.supports(field, dev)
+    if fused:
+        origins, dirs = origins.float().contiguous(), dirs.float().contiguous()
+        packed, count, cand = march_triton.compact(origins, dirs, near, far, grid, step, n_steps)
+        kernel = march_triton.FieldKernel.of(field)
+        codes, dir_codes = kernel.ray_tables(dirs, cond, latent)
+    else:
+        packed, count, cand = compact_samples(origins, dirs, near, far, grid, step, n_steps)
     T = torch.ones(R, device=dev)
     color = torch.zeros(R, 3, device=dev)
     evaluated, rounds, start = 0, 0, 0
     active = torch.nonzero(count > 0)[:, 0]  # rays with samples left, still transparent enough
     while active.numel():
-        tt = packed[active, start:start + per_round]  # (A, K)
-        pr, pc = torch.nonzero(torch.isfinite(tt), as_tuple=True)
-        r = active[pr]
-        x = origins[r] + dirs[r] * tt[pr, pc, None]
-        density, rgb = field(x[:, None, :], dirs[r], per_point(cond, r), per_point(latent, r))
-        alpha = torch.zeros_like(tt)
-        alpha[pr, pc] = -torch.expm1(-density[:, 0].float() * step)
-        colors = torch.zeros(*tt.shape, 3, device=dev)
-        colors[pr, pc] = rgb[:, 0].float()
-        trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha], 1), 1)  # (A, K + 1)
-        Ta = T[active]
-        color[active] += ((Ta[:, None] * trans[:, :-1] * alpha)[..., None] * colors).sum(1)
-        if first_hit is not None:  # rays crossing first_opacity in this round: their first such sample
-            crossed = (1.0 - Ta[:, None] * trans[:, 1:] > first_opacity) & (Ta[:, None] >= 1.0 - first_opacity)
-            found = crossed.any(1)
-            col = crossed.int().argmax(1)
-            first_hit[active[found]] = tt[found, col[found]]
-        Ta = Ta * trans[:, -1]
-        T[active] = Ta
-        evaluated += int(pr.numel())
+        if fused:  # ray j's samples of the round: flat [off_j, off_j + n_j)
+            n = (count[active] - start).clamp(max=per_round)
+            end = torch.cumsum(n, 0)
+            P = int(end[-1])
+            off = end - n
+            j = torch.repeat_interleave(torch.arange(len(active), device=dev), n, output_size=P)
+            r = active[j]
+            t = packed[r, start + torch.arange(P, device=dev) - off[j]]
+            density, rgb = kernel(r, t, origins, dirs, codes, dir_codes)
+            march_triton.composite(active, off, n, density, rgb, t, T, color, first_hit, step, first_opacity,
+                                   per_round)
+        else:
+            P = _round_pytorch(field, origins, dirs, cond, latent, packed, active, start, per_round, step, T,
+                               color, first_hit, first_opacity)
+        evaluated += P
         rounds += 1
         start += per_round
-        active = active[(Ta > min_transmittance) & (count[active] > start)]
+        active = active[(T[active] > min_transmittance) & (count[active] > start)]
     color = color + T[:, None] * background.float()
     stats = MarchStats(int(cand.sum()), int(count.sum()), evaluated, rounds)
     return color, 1.0 - T, stats

@@ -91,14 +91,19 @@ class OccupancyGrid(nn.Module):
         return self.occupied.float().mean()
 
     def occupied_box(self) -> tuple[list[float], list[float]] | None:
-        """Head-space bounds (min, max) of the occupied cells (a host sync), None if no cell
-        is occupied: rays that miss this box have nothing to render."""
-        ijk = torch.nonzero(self.occupied)
-        if ijk.numel() == 0:
-            return None
-        lo = self.box_min + ijk.amin(0).float() * self.cell
-        hi = self.box_min + (ijk.amax(0).float() + 1.0) * self.cell
-        return lo.tolist(), hi.tolist()
+        """Head-space bounds (min, max) of the occupied cells, None if no cell is occupied:
+        rays that miss this box have nothing to render. Computed (a host sync) once per
+        state of ``occupied``: kept until the tensor is modified or replaced."""
+        key = (self.occupied.data_ptr(), self.occupied._version)
+        if getattr(self, "_box_key", None) != key:
+            ijk = torch.nonzero(self.occupied)
+            box = None
+            if ijk.numel():
+                lo = self.box_min + ijk.amin(0).float() * self.cell
+                hi = self.box_min + (ijk.amax(0).float() + 1.0) * self.cell
+                box = lo.tolist(), hi.tolist()
+            self._box_key, self._box = key, box
+        return self._box
 
     def set_threshold(self, alpha_threshold: float, step: float, dilation: bool = True) -> None:
         """Re-derive ``occupied`` from the sampled densities for another opacity threshold
