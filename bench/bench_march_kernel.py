@@ -8,22 +8,25 @@ size of a head (~30% of the head box's cells), and 512x512 rays from a camera 60
 front of it. For each kernel variant (hash table float32 or float16 pairs, points per
 program, warps) it times ``march_render`` over --frames frames of rays (second pass),
 reports ms per frame, samples per frame, and the largest difference of the rendered colour
-from the float32-table, 64-point variant. Writes OUT/march_kernel.json; needs CUDA + Triton.
+from the PyTorch renderer's. Each variant runs in its own process under --timeout (some
+Triton configurations crash or hang on Hopper). Writes OUT/march_kernel.json; needs CUDA.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-VARIANTS = [  # (half table, points per program, warps)
-    (False, 64, 4), (False, 128, 4), (False, 128, 8), (False, 32, 2),
-    (True, 64, 4), (True, 128, 4), (True, 128, 8),
+VARIANTS = [  # (half table, points per program, warps, Hopper wgmma for the dots); each runs in its
+    # own process with a time limit: some configurations crash (illegal address) or hang
+    (False, 64, 4, False), (False, 128, 4, False), (False, 64, 8, False), (False, 128, 8, False),
+    (True, 64, 4, False), (True, 128, 4, False), (False, 64, 4, True), (False, 128, 4, True),
 ]
 
 
@@ -55,44 +58,68 @@ def scene(dev, size: int = 512):
     return field, grid, origins, dirs, near, far
 
 
-def main(argv=None) -> int:
+def run_one(variant, frames: int, steps: int) -> dict:
     from minerf_cli.nerf import march_triton
     from minerf_cli.nerf.marching import march_render
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--steps", type=int, default=192, help="marching steps across the head box")
-    p.add_argument("--out", type=Path, default=Path("bench_out/march_kernel"))
-    args = p.parse_args(argv)
+    half, block, warps, wgmma = variant
     dev = torch.device("cuda")
     field, grid, o, d, near, far = scene(dev)
-    step = float(((grid.cell * 64) ** 2).sum().sqrt()) / args.steps
+    step = float(((grid.cell * 64) ** 2).sum().sqrt()) / steps
     cond, latent = torch.randn(53, device=dev), torch.zeros(0, device=dev)
     bg = torch.ones_like(o)
     chunk = 262144
-    rows, ref = [], None
-    for half, block, warps in VARIANTS:
-        march_triton.FieldKernel.half_table, march_triton.FieldKernel.block = half, block
-        march_triton.FieldKernel.warps = warps
-        for rep in range(2):  # the first pass compiles and warms up
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            samples = 0
-            for f in range(args.frames):
-                out = []
-                for s in range(0, len(o), chunk):
-                    sl = slice(s, s + chunk)
-                    rgb, _, stats = march_render(field, grid, o[sl], d[sl], near[sl], far[sl], cond, latent, bg[sl],
-                                                 step, args.steps)
-                    out.append(rgb)
-                    samples += stats.evaluated
-            torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
-        img = torch.cat(out)
-        if ref is None:
-            ref = img
-        row = {"half_table": half, "block": block, "warps": warps, "ms_per_frame": round(dt / args.frames * 1e3, 2),
-               "samples_per_frame": samples // args.frames, "max_diff": round(float((img - ref).abs().max()), 5)}
+
+    def frame():
+        out, samples = [], 0
+        for s in range(0, len(o), chunk):
+            sl = slice(s, s + chunk)
+            rgb, _, stats = march_render(field, grid, o[sl], d[sl], near[sl], far[sl], cond, latent, bg[sl],
+                                         step, steps)
+            out.append(rgb)
+            samples += stats.evaluated
+        return torch.cat(out), samples
+
+    march_triton.enabled = False
+    ref, ref_samples = frame()
+    march_triton.enabled = True
+    f = march_triton.FieldKernel
+    f.half_table, f.block, f.warps, f.wgmma = half, block, warps, wgmma
+    for rep in range(2):  # the first pass compiles and warms up
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(frames):
+            img, samples = frame()
+        torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+    return {"half_table": half, "block": block, "warps": warps, "wgmma": wgmma,
+            "ms_per_frame": round(dt / frames * 1e3, 2), "samples_per_frame": samples,
+            "pytorch_samples_per_frame": ref_samples, "max_diff_vs_pytorch": round(float((img - ref).abs().max()), 5)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--steps", type=int, default=192, help="marching steps across the head box")
+    p.add_argument("--timeout", type=float, default=90.0, help="seconds per variant (compilation included)")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant, print its JSON
+    p.add_argument("--out", type=Path, default=Path("bench_out/march_kernel"))
+    args = p.parse_args(argv)
+    if args.one:
+        half, block, warps, wgmma = json.loads(args.one)
+        print(json.dumps(run_one((half, block, warps, wgmma), args.frames, args.steps)), flush=True)
+        return 0
+    rows = []
+    for v in VARIANTS:
+        cmd = [sys.executable, __file__, "--one", json.dumps(list(v)), "--frames", str(args.frames),
+               "--steps", str(args.steps)]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+            row = json.loads(lines[-1]) if r.returncode == 0 and lines else \
+                {"variant": v, "error": (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1][:200]}
+        except subprocess.TimeoutExpired:
+            row = {"variant": v, "error": f"no result in {args.timeout:g} s (hung)"}
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

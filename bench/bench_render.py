@@ -38,10 +38,8 @@ SETTINGS = {  # name: march options (MINeRF.march_options), rendering.PREVIEW_ST
     # steps across the head box's diagonal (the occupancy threshold follows the step)
     "steps192_hash_only": ({}, 4, "hash", 192),
     "steps192": ({}, 4, "all", 192),
-    "steps256": ({}, 4, "all", 256),
     "steps128": ({}, 4, "all", 128),
     "no_preview_192": ({}, 1, "all", 192),
-    "per_round32_192": ({"per_round": 32}, 4, "all", 192),
 }
 
 

@@ -31,6 +31,9 @@ interpreter, ``TRITON_INTERPRET=1``).
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
 import torch
 
 from . import hashgrid_triton
@@ -233,18 +236,41 @@ def _pad(b: torch.Tensor, n: int) -> torch.Tensor:
     return out
 
 
+@contextmanager
+def _mma_v2_only(on: bool):
+    """Compile Triton dots as Ampere-style mma (``DISABLE_MMA_V3``, read when a kernel is
+    compiled and part of Triton's cache key) rather than Hopper's wgmma, whose code for
+    kernels with several small dots is wrong in recent Triton releases (triton-lang/triton
+    issues 10486, 11366: illegal addresses; seen here on the H200 at 128 points a program)."""
+    old = os.environ.get("DISABLE_MMA_V3")
+    if on:
+        os.environ["DISABLE_MMA_V3"] = "1"
+    try:
+        yield
+    finally:
+        if on:
+            if old is None:
+                os.environ.pop("DISABLE_MMA_V3", None)
+            else:
+                os.environ["DISABLE_MMA_V3"] = old
+
+
 class FieldKernel:
     """A fast field's weights laid out for :func:`field_points` (transposed, float16,
     padded): ``FieldKernel.of(field)`` keeps one per field until its parameters change.
     ``half_table``: the hash table as float16 pairs (one 32-bit load per corner)."""
 
+    # bench/bench_march_kernel.py on the H200 (ms per 512x512 frame of 10.4 M samples): 128
+    # points a program, 4 warps, mma 11.1; 64 points 24.9; float16 table 10.3 (not worth its
+    # rounding); wgmma: 25.0 at 64 points, an illegal address at 128
     half_table = False
-    block, warps = 64, 4
+    block, warps = 128, 4
+    wgmma = False  # Hopper's wgmma for the dots (see _mma_v2_only)
 
     @classmethod
     def of(cls, field) -> "FieldKernel":
         """The field's kernel weights, rebuilt when a parameter was modified or replaced."""
-        key = tuple((p.data_ptr(), p._version) for p in field.parameters()) + (cls.half_table, cls.block, cls.warps)
+        key = tuple((p.data_ptr(), p._version) for p in field.parameters()) + (cls.half_table, cls.block, cls.warps, cls.wgmma)
         cached = getattr(field, "_march_kernel", None)
         if cached is None or cached[0] != key:
             cached = (key, cls(field))
@@ -263,7 +289,7 @@ class FieldKernel:
         self.w5, self.b5 = _pad_t(field.color_hidden.weight, CH, CH), _pad(field.color_hidden.bias, CH)
         self.w6, self.b6 = _pad_t(field.color_out.weight, CH, OUT_PAD), _pad(field.color_out.bias, OUT_PAD)
         table = field.grid.table.detach()
-        self.half = self.half_table
+        self.half, self.wgmma = self.half_table, self.wgmma
         self.table = (table.half().contiguous().view(torch.int32)[:, 0] if self.half else table.contiguous())
 
     def ray_tables(self, dirs: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,19 +302,25 @@ class FieldKernel:
                  codes: torch.Tensor, dir_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples (P,) of rays ``ray`` (int) at ``t`` -> density (P,), rgb (P, 3) float32
         (:func:`field_points`)."""
-        f, grid = self.field, self.field.grid
         P = ray.shape[0]
         sigma = torch.empty(P, device=t.device)
         rgb = torch.empty(P, 3, device=t.device)
         if P == 0:
             return sigma, rgb
+        with _mma_v2_only(not self.wgmma):
+            self._launch(ray, t, origins, dirs, codes, dir_codes, sigma, rgb)
+        return sigma, rgb
+
+    def _launch(self, ray, t, origins, dirs, codes, dir_codes, sigma, rgb) -> None:
+        f, grid = self.field, self.field.grid
+        P = ray.shape[0]
         _field_kernel[(triton.cdiv(P, self.block),)](
-            ray.contiguous(), t.float().contiguous(), origins, dirs, f.box_min, f.box_size, self.table, grid.res, grid.mult, grid.level_offset, self.w1,
+            ray.contiguous(), t.float().contiguous(), origins, dirs, f.box_min, f.box_size, self.table, grid.res,
+            grid.mult, grid.level_offset, self.w1,
             codes, self.H if codes.dim() == 2 else 0, self.w2, self.b2, self.w3, self.b3, self.w4, dir_codes,
             self.w5, self.b5, self.w6, self.b6, sigma, rgb, P, float(f.density_bias),
             n_dense=grid.n_dense, L=grid.levels, MASK=grid.table_size - 1, H=self.H, CH=self.CH, OUT=OUT_PAD,
             HALF=self.half, BLOCK=self.block, num_warps=self.warps)
-        return sigma, rgb
 
 
 def field_points(field, ray, t, origins, dirs, cond, latent) -> tuple[torch.Tensor, torch.Tensor]:
