@@ -162,7 +162,8 @@ def one_run(args) -> dict:
     model = MINeRF(mcfg).to(dev)
     est_rate = 30.0 if fast else 20.0  # steps/s, for the learning-rate schedule's length
     steps = args.steps or int(args.cap_s * est_rate)
-    cfg = TrainConfig(steps=steps, rays=args.rays or (4096 if fast else 2048), frames_per_step=2 if fast else 1,
+    cfg = TrainConfig(steps=steps, rays=args.rays or (4096 if fast else 2048),
+                      frames_per_step=args.frames_per_step or (2 if fast else 1),
                       lr=1e-3 if fast else 5e-4, lr_final=1e-4 if fast else 5e-5, grid_lr_scale=10.0,
                       smooth_after=0, val_every=10**9, checkpoint_every=10**9, log_every=args.log_every, seed=0,
                       grid_warmup=args.grid_warmup)
@@ -198,7 +199,7 @@ def one_run(args) -> dict:
         by_sampler = {s: round(test_psnr(model, sources, args.eval_frames, sampler=s), 3)
                       for s in (["grid", "pdf"] if model.uses_marching() else ["pdf"])}
     row = {"run": args.one, "field": field, "identities": len(stores), "frames": sum(c.n_frames for c in clips),
-           "steps": result["steps"], "train_s": result["train_s"], "steps_per_s": result["steps_per_s"],
+           "rays": cfg.rays, "frames_per_step": cfg.frames_per_step, "steps": result["steps"], "train_s": result["train_s"], "steps_per_s": result["steps_per_s"],
            "rays_per_s": round(result["steps_per_s"] * cfg.rays), **reached,
            "final_test_psnr": curve[-1]["test_psnr"] if curve else None, "test_psnr_by_sampler": by_sampler,
            "render": fps, "render_sweep": sweep, "occupied_fraction": None if model.occupancy is None else round(float(model.occupancy.fraction()), 4),
@@ -301,6 +302,7 @@ def main(argv=None) -> int:
     p.add_argument("--eval-frames", type=int, default=2)
     p.add_argument("--grid", type=int, default=64, help="occupancy grid resolution (0: none)")
     p.add_argument("--rays", type=int, default=0, help="rays per step (default 4096 fast, 2048 vanilla)")
+    p.add_argument("--frames-per-step", type=int, default=0, help="frames the rays of a step come from (default 2 fast, 1 vanilla)")
     p.add_argument("--grid-warmup", type=int, default=256, help="first occupancy-grid update at this step")
     p.add_argument("--log-every", type=int, default=50, help="steps between loss reads (and evaluation checks)")
     p.add_argument("--device", default="auto")
@@ -321,7 +323,8 @@ def main(argv=None) -> int:
         cmd = [sys.executable, __file__, "--one", run, "--out", str(args.out), "--cap-s", str(args.cap_s),
                "--steps", str(args.steps), "--target", str(args.target), "--min-s", str(args.min_s), "--eval-every", str(args.eval_every),
                "--eval-frames", str(args.eval_frames), "--grid", str(args.grid), "--device", args.device,
-               "--grid-warmup", str(args.grid_warmup), "--log-every", str(args.log_every), "--rays", str(args.rays)]
+               "--grid-warmup", str(args.grid_warmup), "--log-every", str(args.log_every), "--rays", str(args.rays),
+               "--frames-per-step", str(args.frames_per_step)]
         cmd += [f for f, on in (("--sweep", args.sweep), ("--compile", args.compile)) if on]
         for k in ("synth", "real"):
             if getattr(args, k):
