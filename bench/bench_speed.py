@@ -105,11 +105,13 @@ def render_fps(model, sources, device, precision, n_frames: int = 32, batch: int
     return out
 
 
-RENDER_SETTINGS = {  # name: (occupancy alpha threshold, dilation, min transmittance, march steps)
-    "default": (0.005, True, 1e-3, 256),
-    "a0.01_t0.01": (0.01, True, 1e-2, 256),
-    "a0.02_t0.01_nodil": (0.02, False, 1e-2, 256),
-    "a0.01_t0.01_s128": (0.01, True, 1e-2, 128),
+RENDER_SETTINGS = {  # name: (occupancy alpha threshold, dilation, min transmittance, march steps,
+    # preview stride of the two-pass renderer (1: one pass), fused marching kernels)
+    "default": (0.005, True, 1e-2, 192, 4, True),
+    "no_preview": (0.005, True, 1e-2, 192, 1, True),
+    "pytorch": (0.005, True, 1e-2, 192, 4, False),
+    "pytorch_no_preview": (0.005, True, 1e-2, 192, 1, False),
+    "t0.001_s256_no_preview": (0.005, True, 1e-3, 256, 1, True),
 }
 
 
@@ -125,8 +127,13 @@ def render_sweep(model, sources, device, precision, eval_frames: int, compile_fi
         except Exception as exc:  # noqa: BLE001 - a benchmark reports and goes on
             print(f"torch.compile failed ({type(exc).__name__}: {exc}); sweeping without it", file=sys.stderr)
             model.fine = fine
+    from minerf_cli import rendering
+    from minerf_cli.nerf import march_triton
+
+    stride0 = rendering.PREVIEW_STRIDE
     try:
-        for name, (alpha, dil, tmin, steps) in RENDER_SETTINGS.items():
+        for name, (alpha, dil, tmin, steps, stride, fused) in RENDER_SETTINGS.items():
+            rendering.PREVIEW_STRIDE, march_triton.enabled = stride, fused
             model.cfg.march_steps = steps
             model.occupancy.set_threshold(alpha, model.march_step, dil)
             model.march_options = {"min_transmittance": tmin}
@@ -136,6 +143,7 @@ def render_sweep(model, sources, device, precision, eval_frames: int, compile_fi
             out[name] = r
             print(f"render {name}: {r}", file=sys.stderr, flush=True)
     finally:
+        rendering.PREVIEW_STRIDE, march_triton.enabled = stride0, True
         model.fine = fine
         model.cfg.march_steps = steps0
         model.occupancy.set_threshold(0.005, model.march_step, True)

@@ -122,5 +122,19 @@ def test_half_table_variant_matches(monkeypatch):
         ref = march_triton.field_points(f, ray, t, o, d, cond, latent)
         monkeypatch.setattr(march_triton.FieldKernel, "half_table", True)
         got = march_triton.field_points(f, ray, t, o, d, cond, latent)
-    assert march_triton.FieldKernel.of(f).half  # rebuilt for the new setting
+    assert march_triton.FieldKernel(f).half
     assert torch.allclose(got[0], ref[0], rtol=2e-2, atol=1e-4) and (got[1] - ref[1]).abs().max() < 5e-3
+
+
+def test_field_kernel_follows_weight_updates_of_fused_optimisers():
+    """Fused Adam changes parameters without bumping their version counters: the kernel's
+    weight copies must be made per call, not cached across a training step."""
+    f = field_with_structure()
+    o, d, near, _ = rays(16)
+    ray = torch.arange(16, device=DEV)
+    cond, latent = torch.randn(6, device=DEV), torch.randn(4, device=DEV)
+    with torch.no_grad():
+        before = march_triton.field_points(f, ray, near + 1.0, o, d, cond, latent)[1]
+        f.color_out.bias.data += 1.0  # an update no version counter sees
+        after = march_triton.field_points(f, ray, near + 1.0, o, d, cond, latent)[1]
+    assert (after - before).abs().max() > 0.01

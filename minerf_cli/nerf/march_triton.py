@@ -257,7 +257,8 @@ def _mma_v2_only(on: bool):
 
 class FieldKernel:
     """A fast field's weights laid out for :func:`field_points` (transposed, float16,
-    padded): ``FieldKernel.of(field)`` keeps one per field until its parameters change.
+    padded), made anew for each render call (a cache keyed on the parameters' version
+    counters went stale: fused Adam updates parameters without bumping them).
     ``half_table``: the hash table as float16 pairs (one 32-bit load per corner)."""
 
     # bench/bench_march_kernel.py on the H200 (ms per 512x512 frame of 10.4 M samples): 128
@@ -266,16 +267,6 @@ class FieldKernel:
     half_table = False
     block, warps = 128, 4
     wgmma = False  # Hopper's wgmma for the dots (see _mma_v2_only)
-
-    @classmethod
-    def of(cls, field) -> "FieldKernel":
-        """The field's kernel weights, rebuilt when a parameter was modified or replaced."""
-        key = tuple((p.data_ptr(), p._version) for p in field.parameters()) + (cls.half_table, cls.block, cls.warps, cls.wgmma)
-        cached = getattr(field, "_march_kernel", None)
-        if cached is None or cached[0] != key:
-            cached = (key, cls(field))
-            object.__setattr__(field, "_march_kernel", cached)  # (not a module attribute: no state dict entry)
-        return cached[1]
 
     def __init__(self, field):
         H, CH, G = field.density_hidden.out_features, field.color_hidden.out_features, field.geo_features
@@ -327,7 +318,7 @@ def field_points(field, ray, t, origins, dirs, cond, latent) -> tuple[torch.Tens
     """The fast ``field`` at samples (P,) of rays (R, 3) ``ray`` (int, into the rays) at
     ``t``, codes cond (R, C) or (C,), latent (R, L) or (L,) -> density (P,), rgb (P, 3),
     as ``field(origins[ray] + dirs[ray] t, dirs[ray], cond, latent)`` (float16 MLP layers)."""
-    kernel = FieldKernel.of(field)
+    kernel = FieldKernel(field)
     o, d = origins.float().contiguous(), dirs.float().contiguous()
     return kernel(ray, t, o, d, *kernel.ray_tables(d, cond, latent))
 

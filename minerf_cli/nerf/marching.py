@@ -121,7 +121,7 @@ def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.
     if fused:
         origins, dirs = origins.float().contiguous(), dirs.float().contiguous()
         packed, count, cand = march_triton.compact(origins, dirs, near, far, grid, step, n_steps)
-        kernel = march_triton.FieldKernel.of(field)
+        kernel = march_triton.FieldKernel(field)
         codes, dir_codes = kernel.ray_tables(dirs, cond, latent)
     else:
         packed, count, cand = compact_samples(origins, dirs, near, far, grid, step, n_steps)
