@@ -139,3 +139,33 @@ def test_fit_recovers_known_parameters():
     assert np.abs(res.expression[:, jaw] - ex[:, jaw]).mean() < 0.05
     assert res.expression.min() >= 0 and res.expression.max() <= 1
     assert np.corrcoef(res.expression[:, jaw], ex[:, jaw])[0, 1] > 0.95
+
+
+def test_pivot_prior_pulls_the_neck_onto_its_path():
+    """With no landmark data, one frame step moves the pivot's vertical camera coordinate onto
+    the target path (the default prior acts on the vertical axis only); weight 0 = no prior."""
+    from minerf_cli.tracking import _Problem
+
+    m = load_face_model()
+    corr = Correspondence(np.arange(3), m.triangles[:3], np.full((3, 3), 1 / 3, np.float32), np.ones(3, np.float32))
+    mean, idb, exb = landmark_basis(m, corr)
+    n = 4
+    obs, valid = np.zeros((n, 3, 2)), np.zeros(n)  # no frame has landmarks: only the prior acts
+    R = np.tile((FLIP @ axis_angle_to_matrix(np.array([[0.1, 0.2, 0.0]]))[0]).astype(np.float32), (n, 1, 1))
+    t = np.tile(np.array([0.0, 0.0, 60.0], np.float32), (n, 1))
+    ex = np.zeros((n, exb.shape[0]), np.float32)
+    ident = np.zeros(idb.shape[0], np.float32)
+    step = np.array([0.3, 0.5, -0.4], np.float32)
+    for pivot, weight in (((0.0, 0.0, 0.0), 0.03), (FitConfig().pivot, 0.03), ((0.0, 0.0, 0.0), 0.0)):
+        cfg = FitConfig(pivot=pivot, pivot_weight=weight)
+        p0 = R @ np.asarray(pivot, np.float32) + t
+        prob = _Problem(mean, idb, exb, corr.weight, obs, valid, np.array([256.0, 256.0]), cfg,
+                        np.ones(exb.shape[0], np.float32))
+        R2, t2, _ = prob.frame_step(R, t, ex, ident, 1000.0, np.arange(n), pivot_target=p0 + step)
+        p2 = R2 @ np.asarray(pivot, np.float32) + t2
+        if weight == 0:
+            np.testing.assert_allclose(p2, p0, atol=1e-4)
+        elif not any(pivot):  # the head origin: a pure vertical translation, exactly
+            np.testing.assert_allclose(p2 - p0, [[0.0, step[1], 0.0]] * n, atol=1e-3)
+        else:  # the neck: part rotation, part translation (no data holds the rotation here)
+            assert (np.abs(p2[:, 1] - p0[:, 1] - step[1]) < 0.3 * step[1]).all()
