@@ -96,6 +96,24 @@ def _round_pytorch(field, origins, dirs, cond, latent, packed, active, start, pe
     return int(pr.numel())
 
 
+def _round_fused(kernel, origins, dirs, codes, dir_codes, packed, count, active, start, per_round, step, T, color,
+                 first_hit, first_opacity) -> int:
+    """One round of :func:`march_render` through :mod:`.march_triton`'s kernels, in place
+    on T, color, first_hit -> number of samples evaluated. Live ray j's samples of the
+    round are the flat list's [off_j, off_j + n_j)."""
+    dev = packed.device
+    n = (count[active] - start).clamp(max=per_round)
+    end = torch.cumsum(n, 0)
+    P = int(end[-1])
+    off = end - n
+    j = torch.repeat_interleave(torch.arange(len(active), device=dev), n, output_size=P)
+    r = active[j]
+    t = packed[r, start + torch.arange(P, device=dev) - off[j]]
+    density, rgb = kernel(r, t, origins, dirs, codes, dir_codes)
+    march_triton.composite(active, off, n, density, rgb, t, T, color, first_hit, step, first_opacity, per_round)
+    return P
+
+
 @torch.no_grad()
 def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor,
                  far: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor, background: torch.Tensor,
@@ -130,17 +148,9 @@ def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.
     evaluated, rounds, start = 0, 0, 0
     active = torch.nonzero(count > 0)[:, 0]  # rays with samples left, still transparent enough
     while active.numel():
-        if fused:  # ray j's samples of the round: flat [off_j, off_j + n_j)
-            n = (count[active] - start).clamp(max=per_round)
-            end = torch.cumsum(n, 0)
-            P = int(end[-1])
-            off = end - n
-            j = torch.repeat_interleave(torch.arange(len(active), device=dev), n, output_size=P)
-            r = active[j]
-            t = packed[r, start + torch.arange(P, device=dev) - off[j]]
-            density, rgb = kernel(r, t, origins, dirs, codes, dir_codes)
-            march_triton.composite(active, off, n, density, rgb, t, T, color, first_hit, step, first_opacity,
-                                   per_round)
+        if fused:
+            P = _round_fused(kernel, origins, dirs, codes, dir_codes, packed, count, active, start, per_round, step,
+                             T, color, first_hit, first_opacity)
         else:
             P = _round_pytorch(field, origins, dirs, cond, latent, packed, active, start, per_round, step, T,
                                color, first_hit, first_opacity)
