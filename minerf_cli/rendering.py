@@ -11,8 +11,10 @@ import torch
 
 from . import metrics
 from .clips import Clip
+from .nerf import march_triton
 from .nerf.model import MINeRF
 from .nerf.rays import head_rays, near_far_box
+from .output import warn
 
 FACE_SCALE = 1.2  # face crop = landmark box grown by this factor (evaluation)
 
@@ -149,7 +151,21 @@ def render_batch(model: MINeRF, K: torch.Tensor, camera_from_head: torch.Tensor,
     f = p // (H * W)
     result[p] = model.render_pixels(o.reshape(-1, 3)[p], d.reshape(-1, 3)[p], cond[f], latent[f], result[p],
                                     chunk=chunk, sampler=sampler, min_t=None if min_t is None else min_t.reshape(-1)[p])
+    report_kernel_fallback()
     return result.reshape(B, H, W, 3)
+
+
+def report_kernel_fallback() -> None:
+    """Once per process: say on stderr that the fused rendering kernels could not run here
+    (:mod:`.nerf.march_triton`) and rendering went on in PyTorch (slower, same images)."""
+    global _fallback_reported
+    if march_triton.disabled_reason and not _fallback_reported:
+        _fallback_reported = True
+        warn(f"the fused rendering kernels failed on this GPU ({march_triton.disabled_reason}); "
+             "rendering in PyTorch instead (slower, same images)")
+
+
+_fallback_reported = False
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:

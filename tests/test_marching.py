@@ -284,3 +284,33 @@ def test_set_march_steps_moves_the_step_and_the_grid_threshold():
     assert model.occupancy.sigma_threshold == pytest.approx(sigma_threshold(model.occupancy.alpha_threshold, diag / 64))
     with pytest.raises(ValueError):
         model.set_march_steps(4)
+
+
+def test_failed_fused_kernels_fall_back_to_pytorch_once(monkeypatch, capsys):
+    """If the first fused march of a process fails (e.g. Triton cannot compile for the GPU),
+    the same rays are rendered in PyTorch, the kernels are turned off and the commands'
+    renderer says so once on stderr."""
+    from minerf_cli import rendering
+    from minerf_cli.nerf import march_triton
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PTXAS error: no such GPU\nmore detail")
+
+    field = BallField(sigma=2.0, radius=0.5)
+    grid = OccupancyGrid(*BOX, resolution=8)
+    o, d, near, far = _rays(5)
+    args = (field, grid, o, d, near, far, torch.zeros(4), torch.zeros(2), torch.zeros(5, 3), 0.05, 40)
+    ref = march_render(*args)[0]
+    monkeypatch.setattr(march_triton, "enabled", True)
+    monkeypatch.setattr(march_triton, "verified", False)
+    monkeypatch.setattr(march_triton, "disabled_reason", None)
+    monkeypatch.setattr(march_triton, "supports", lambda f, dev: march_triton.enabled)
+    monkeypatch.setattr(march_triton, "compact", broken)
+    monkeypatch.setattr(rendering, "_fallback_reported", False)
+    rgb = march_render(*args)[0]
+    assert torch.equal(rgb, ref)
+    assert march_triton.enabled is False and march_triton.disabled_reason == "RuntimeError: PTXAS error: no such GPU"
+    rendering.report_kernel_fallback()
+    rendering.report_kernel_fallback()
+    err = capsys.readouterr().err
+    assert err.count("fused rendering kernels failed") == 1 and "PyTorch" in err

@@ -24,7 +24,10 @@ render time. Three kernels replace it:
 
 The PyTorch path stays the reference and the CPU path; :func:`supports` says when these
 kernels apply (a CUDA fast field with 2 features per level, no region attention, hidden
-widths powers of two >= 16, Triton importable, ``MINERF_TRITON`` not 0, ``enabled``).
+widths powers of two >= 16, Triton importable, ``MINERF_TRITON`` not 0, ``enabled``). If the
+first fused march of a process fails (Triton cannot compile for this GPU, say),
+:func:`.marching.march_render` turns them off (``enabled``, ``disabled_reason``) and renders
+in PyTorch; the commands report it once on stderr.
 ``tests/test_march_fused.py`` compares both on the GPU (and on the CPU under Triton's
 interpreter, ``TRITON_INTERPRET=1``).
 """
@@ -43,6 +46,8 @@ if triton is not None:
     import triton.language as tl
 
 enabled = True  # False: march in PyTorch (benchmarks compare the two)
+verified = False  # a fused march has completed in this process
+disabled_reason: str | None = None  # why the kernels were turned off here (set by .marching's fallback)
 OUT_PAD = 16  # the colour output (3) and the density output (1 + geo) are padded to 16 columns
 TABLE_FEATURES = 2  # features per hash level the field kernel reads
 

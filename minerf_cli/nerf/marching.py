@@ -131,11 +131,29 @@ def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.
     A fast field on CUDA goes through the fused kernels of :mod:`.march_triton` (same
     result up to float16 rounding in its MLP layers).
     """
+    fused = march_triton.supports(field, origins.device)
+    if not fused or march_triton.verified:
+        return _march(fused, field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps,
+                      per_round, min_transmittance, first_hit, first_opacity)
+    try:  # the first fused march of the process compiles the kernels: fall back if that fails
+        out = _march(True, field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps,
+                     per_round, min_transmittance, first_hit, first_opacity)
+    except Exception as exc:  # noqa: BLE001 - any failure of an unproven kernel: render in PyTorch
+        march_triton.enabled = False
+        march_triton.disabled_reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+        return _march(False, field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps,
+                      per_round, min_transmittance, first_hit, first_opacity)
+    march_triton.verified = True
+    return out
+
+
+def _march(fused: bool, field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps, per_round,
+           min_transmittance, first_hit, first_opacity) -> tuple[torch.Tensor, torch.Tensor, MarchStats]:
+    """:func:`march_render` with (``fused``) or without the kernels of :mod:`.march_triton`."""
     R = origins.shape[0]
     dev = origins.device
     if first_hit is not None:
         first_hit.fill_(float("inf"))
-    fused = march_triton.supports(field, dev)
     if fused:
         origins, dirs = origins.float().contiguous(), dirs.float().contiguous()
         packed, count, cand = march_triton.compact(origins, dirs, near, far, grid, step, n_steps)
