@@ -17,6 +17,7 @@ run; ``MINERF_TRITON=0`` turns it off.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 
 import torch
 
@@ -93,7 +94,8 @@ def hash_encode(grid, x: torch.Tensor, block: int = 256) -> torch.Tensor:
     if N == 0:
         return out
     table = grid.table.detach().contiguous()
-    _hash_encode_kernel[(triton.cdiv(N, block), grid.levels)](  # (mult: int64, cast in the kernel)
-        x, table, grid.res, grid.mult, grid.level_offset, out, N,
-        n_dense=grid.n_dense, L=grid.levels, F=grid.features, MASK=grid.table_size - 1, BLOCK=block)
+    with torch.cuda.device(x.device) if x.is_cuda else nullcontext():  # Triton launches on the current device
+        _hash_encode_kernel[(triton.cdiv(N, block), grid.levels)](  # (mult: int64, cast in the kernel)
+            x, table, grid.res, grid.mult, grid.level_offset, out, N,
+            n_dense=grid.n_dense, L=grid.levels, F=grid.features, MASK=grid.table_size - 1, BLOCK=block)
     return out

@@ -150,6 +150,10 @@ def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.
 def _march(fused: bool, field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps, per_round,
            min_transmittance, first_hit, first_opacity) -> tuple[torch.Tensor, torch.Tensor, MarchStats]:
     """:func:`march_render` with (``fused``) or without the kernels of :mod:`.march_triton`."""
+    if fused and origins.is_cuda and origins.device != torch.device("cuda", torch.cuda.current_device()):
+        with torch.cuda.device(origins.device):  # Triton launches on the current device: make it the rays'
+            return _march(fused, field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps,
+                          per_round, min_transmittance, first_hit, first_opacity)
     R = origins.shape[0]
     dev = origins.device
     if first_hit is not None:
