@@ -11,7 +11,7 @@ import torch
 
 from . import metrics
 from .clips import Clip
-from .nerf import march_triton
+from .nerf import hashgrid_triton, march_triton
 from .nerf.model import MINeRF
 from .nerf.rays import head_rays, near_far_box
 from .output import warn
@@ -159,9 +159,10 @@ def report_kernel_fallback() -> None:
     """Once per process: say on stderr that the fused rendering kernels could not run here
     (:mod:`.nerf.march_triton`) and rendering went on in PyTorch (slower, same images)."""
     global _fallback_reported
-    if march_triton.disabled_reason and not _fallback_reported:
+    reason = march_triton.disabled_reason or hashgrid_triton.disabled_reason
+    if reason and not _fallback_reported:
         _fallback_reported = True
-        warn(f"the fused rendering kernels failed on this GPU ({march_triton.disabled_reason}); "
+        warn(f"the fused rendering kernels failed on this GPU ({reason}); "
              "rendering in PyTorch instead (slower, same images)")
 
 

@@ -279,3 +279,25 @@ def test_a_field_without_latent_codes():
     out = f.density_out(torch.relu(f.density_hidden(torch.relu(f.density_in(inp)))))
     torch.testing.assert_close(density, torch.exp(out[..., 0] + f.density_bias))
     assert rgb.shape == (4, 3, 3)
+
+
+def test_a_failing_fused_kernel_falls_back_to_pytorch(monkeypatch):
+    """If the fused kernel's first run fails (Triton cannot compile for the GPU), the
+    encoding comes from PyTorch and the kernel stays off in this process."""
+    from minerf_cli.nerf import hashgrid_triton
+
+    def broken(grid, x):
+        raise RuntimeError("PTXAS error: no such GPU")
+
+    grid = HashGrid(levels=4, features=2, log2_table=10, base_res=4, max_res=32)
+    x = torch.rand(50, 3)
+    with torch.no_grad():
+        ref = grid(x)
+        monkeypatch.setattr(hashgrid_triton, "verified", False)
+        monkeypatch.setattr(hashgrid_triton, "disabled_reason", None)
+        monkeypatch.setattr(hashgrid_triton, "hash_encode", broken)
+        monkeypatch.setattr(HashGrid, "fused_ok", lambda self, x: hashgrid_triton.disabled_reason is None)
+        out = grid(x)
+    assert torch.equal(out, ref)
+    assert hashgrid_triton.disabled_reason == "RuntimeError: PTXAS error: no such GPU"
+    assert not hashgrid_triton.available()

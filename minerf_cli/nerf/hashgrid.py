@@ -174,7 +174,15 @@ class HashGrid(nn.Module):
         """
         lead = x.shape[:-1]
         if self.fused_ok(x):
-            return hashgrid_triton.hash_encode(self, x.reshape(-1, 3)).reshape(*lead, self.out_dim)
+            try:
+                out = hashgrid_triton.hash_encode(self, x.reshape(-1, 3))
+            except Exception as exc:  # noqa: BLE001 - an unproven kernel failed: PyTorch from now on
+                if hashgrid_triton.verified:
+                    raise
+                hashgrid_triton.disabled_reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+            else:
+                hashgrid_triton.verified = True
+                return out.reshape(*lead, self.out_dim)
         with torch.autocast(device_type=x.device.type, enabled=False):
             out = self.encode(x.reshape(-1, 3))
         return out.reshape(*lead, self.out_dim)

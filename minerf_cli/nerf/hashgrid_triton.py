@@ -11,7 +11,9 @@ registers, and only the (N, L * F) result is written.
 Used by :meth:`HashGrid.forward` when the input is on a CUDA device, no gradient is needed,
 the table is float32 and Triton imports (the GPU image has it; the CPU wheels do not): the
 pure-PyTorch path stays the reference and the CPU path. ``available()`` says whether it can
-run; ``MINERF_TRITON=0`` turns it off.
+run; ``MINERF_TRITON=0`` turns it off. If its first run in a process fails (Triton cannot
+compile for this GPU, say), :meth:`HashGrid.forward` turns it off (``disabled_reason``) and
+goes on in PyTorch; this also turns off :mod:`.march_triton`.
 """
 
 from __future__ import annotations
@@ -28,9 +30,14 @@ except Exception:  # noqa: BLE001 - any import failure means: use the PyTorch pa
     triton = None
 
 
+verified = False  # the kernel has run in this process
+disabled_reason: str | None = None  # why it was turned off here (its first run failed: HashGrid.forward)
+
+
 def available() -> bool:
     """Whether the fused kernel can run here (Triton, a CUDA device, not disabled)."""
-    return triton is not None and torch.cuda.is_available() and os.environ.get("MINERF_TRITON", "1") != "0"
+    return (triton is not None and disabled_reason is None and torch.cuda.is_available()
+            and os.environ.get("MINERF_TRITON", "1") != "0")
 
 
 if triton is not None:
