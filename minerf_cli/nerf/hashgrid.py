@@ -179,7 +179,7 @@ class HashGrid(nn.Module):
             except Exception as exc:  # noqa: BLE001 - an unproven kernel failed: PyTorch from now on
                 if hashgrid_triton.verified:
                     raise
-                hashgrid_triton.disabled_reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+                hashgrid_triton.disabled_reason = hashgrid_triton.failure_reason(exc)
             else:
                 hashgrid_triton.verified = True
                 return out.reshape(*lead, self.out_dim)

@@ -34,6 +34,11 @@ verified = False  # the kernel has run in this process
 disabled_reason: str | None = None  # why it was turned off here (its first run failed: HashGrid.forward)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """A kernel's first-run failure in one line, for ``disabled_reason``: "Type: first line"."""
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+
+
 def available() -> bool:
     """Whether the fused kernel can run here (Triton, a CUDA device, not disabled)."""
     return (triton is not None and disabled_reason is None and torch.cuda.is_available()

@@ -23,11 +23,12 @@ Shapes: R rays, P packed samples, K = per_round, C condition dim, L latent dim.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from . import march_triton
+from . import hashgrid_triton, march_triton
 from .occupancy import OccupancyGrid
 
 
@@ -132,17 +133,20 @@ def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.
     result up to float16 rounding in its MLP layers).
     """
     fused = march_triton.supports(field, origins.device)
-    if not fused or march_triton.verified:
-        return _march(fused, field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps,
-                      per_round, min_transmittance, first_hit, first_opacity)
-    try:  # the first fused march of the process compiles the kernels: fall back if that fails
-        out = _march(True, field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps,
-                     per_round, min_transmittance, first_hit, first_opacity)
-    except Exception as exc:  # noqa: BLE001 - any failure of an unproven kernel: render in PyTorch
-        march_triton.enabled = False
-        march_triton.disabled_reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
-        return _march(False, field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps,
-                      per_round, min_transmittance, first_hit, first_opacity)
+    args = (field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps, per_round,
+            min_transmittance, first_hit, first_opacity)
+    if not fused:
+        return _march(False, *args)
+    # Triton launches on the current device: make it the rays'
+    with torch.cuda.device(origins.device) if origins.is_cuda else nullcontext():
+        if march_triton.verified:
+            return _march(True, *args)
+        try:  # the first fused march of the process compiles the kernels: fall back if that fails
+            out = _march(True, *args)
+        except Exception as exc:  # noqa: BLE001 - any failure of an unproven kernel: render in PyTorch
+            march_triton.enabled = False
+            march_triton.disabled_reason = hashgrid_triton.failure_reason(exc)
+            return _march(False, *args)
     march_triton.verified = True
     return out
 
@@ -150,10 +154,6 @@ def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.
 def _march(fused: bool, field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps, per_round,
            min_transmittance, first_hit, first_opacity) -> tuple[torch.Tensor, torch.Tensor, MarchStats]:
     """:func:`march_render` with (``fused``) or without the kernels of :mod:`.march_triton`."""
-    if fused and origins.is_cuda and origins.device != torch.device("cuda", torch.cuda.current_device()):
-        with torch.cuda.device(origins.device):  # Triton launches on the current device: make it the rays'
-            return _march(fused, field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps,
-                          per_round, min_transmittance, first_hit, first_opacity)
     R = origins.shape[0]
     dev = origins.device
     if first_hit is not None:
