@@ -3,7 +3,8 @@
     python bench/bench_speed.py --synth DIR --real DIR --runs fast:syn1,fast:syn4,fast:syn16,fast:real1 \
         --out bench_out [--cap-s 240] [--flops]
 
-Each run (FIELD:DATA, DATA = synN (the first N stores of --synth) or realN (of --real))
+Each run (FIELD:DATA[:nopack], DATA = synN (the first N stores of --synth) or realN (of
+--real); ``nopack``: every sample through the field, as the paper, instead of packed passes)
 trains in its own subprocess (clean peak-memory figures) until its held-out face-crop
 PSNR reaches --target (28 dB) or its training time reaches --cap-s, and reports:
 steps/s, rays/s, training seconds to 26 and 28 dB test PSNR (evaluation time excluded),
@@ -157,7 +158,7 @@ def one_run(args) -> dict:
     from minerf_cli.train import FIELD_DEFAULTS, FIELD_OPTIONS, load_sources
     from minerf_cli.training import TrainConfig, fit
 
-    field, data = args.one.split(":")
+    field, data, *opts = args.one.split(":")
     stores = stores_for(data, args.synth, args.real)
     dev = resolve_device(args.device)
     precision = resolve_precision("auto", dev)
@@ -174,7 +175,7 @@ def one_run(args) -> dict:
                       frames_per_step=args.frames_per_step or (2 if fast else 1),
                       lr=1e-3 if fast else 5e-4, lr_final=1e-4 if fast else 5e-5, grid_lr_scale=10.0,
                       smooth_after=0, val_every=10**9, checkpoint_every=10**9, log_every=args.log_every, seed=0,
-                      grid_warmup=args.grid_warmup)
+                      grid_warmup=args.grid_warmup, pack="nopack" not in opts)
     sources = list(enumerate(clips))
     curve: list[dict] = []
     reached: dict[str, float | None] = {f"time_to_{int(t)}db_s": None for t in TARGETS}
@@ -208,7 +209,9 @@ def one_run(args) -> dict:
                       for s in (["grid", "pdf"] if model.uses_marching() else ["pdf"])}
     row = {"run": args.one, "field": field, "identities": len(stores), "frames": sum(c.n_frames for c in clips),
            "rays": cfg.rays, "frames_per_step": cfg.frames_per_step, "steps": result["steps"], "train_s": result["train_s"], "steps_per_s": result["steps_per_s"],
-           "rays_per_s": round(result["steps_per_s"] * cfg.rays), **reached,
+           "rays_per_s": round(result["steps_per_s"] * cfg.rays), "pack": cfg.pack,
+           "packed_share": result.get("packed_share"), "pack_dropped_max": result.get("pack_dropped_max"),
+           "cuda_graphs": result.get("cuda_graphs"), "graph_captures": result.get("graph_captures"), **reached,
            "final_test_psnr": curve[-1]["test_psnr"] if curve else None, "test_psnr_by_sampler": by_sampler,
            "render": fps, "render_sweep": sweep, "occupied_fraction": None if model.occupancy is None else round(float(model.occupancy.fraction()), 4),
            "peak_gpu_gb_train": None if peak_train_gpu is None else round(peak_train_gpu, 2),

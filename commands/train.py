@@ -38,6 +38,8 @@ def train(
     test_frames: int = typer.Option(-1, "--test-frames", help="Held-out frames per identity rendered for the final PSNR (-1: all)."),
     occupancy_grid: int = typer.Option(-1, "--occupancy-grid", help="Cells per axis of the occupancy grid that rendering uses to skip empty space (-1: 64 on CUDA, 32 on CPU; 0: none)."),
     grid_every: int = typer.Option(16, "--grid-every", min=1, help="Steps between occupancy-grid updates (the first after 256 steps)."),
+    pack: bool = typer.Option(True, "--pack/--no-pack", help="After the occupancy grid's first update, run the networks only at samples in occupied cells (the rest count as empty space); --no-pack runs every sample, as the paper."),
+    cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="On CUDA, replay each step's forward and backward pass as a CUDA graph (far less Python overhead per step)."),
     cache_frames: Optional[int] = typer.Option(None, "--cache-frames", help="Decoded frames kept in memory per clip; the rest are read from the stores as needed [default: all if every clip fits in 4 GiB, else 64; 0: all]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), bf16, tf32 or fp32."),
@@ -85,7 +87,7 @@ def train(
                       grid_lr_scale=grid_lr_scale,
                       smooth_after=smooth_after, checkpoint_every=checkpoint_every, val_every=val_every,
                       log_every=log_every, test_frames=test_frames, precision=precision, seed=seed,
-                      grid_every=grid_every)
+                      grid_every=grid_every, pack=pack, cuda_graphs=cuda_graphs)
     emit_json(train_run(inputs, output, model_cfg, cfg, device=device, force=force, cache_frames=cache_frames))
 
 

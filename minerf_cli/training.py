@@ -29,12 +29,14 @@ from .clips import Clip
 from .devices import autocast
 from .errors import MinerfError
 from .nerf.model import MINeRF
+from .nerf.packing import PackBudget
+from .step_runner import StepRunner
 from .nerf.rays import head_rays, sample_box_pixels
 from .nerf.render import distortion_loss, mask_loss, minerf_loss
 from .output import log, progress_bar
 from . import runs
 
-METRICS_HEADER = ["step", "wall_s", "lr", "loss", "psnr", "test_psnr", "train_s", "occupied"]
+METRICS_HEADER = ["step", "wall_s", "lr", "loss", "psnr", "test_psnr", "train_s", "occupied", "kept"]
 
 
 @dataclass
@@ -59,6 +61,8 @@ class TrainConfig:
     explode_factor: float = 50.0
     grid_every: int = 16  # steps between occupancy-grid updates (models with a grid)
     grid_warmup: int = 256  # first update at this step (the grid is all-occupied before)
+    pack: bool = True  # after the first grid update, run the fields only at samples in occupied cells (nerf.packing)
+    cuda_graphs: bool = True  # on CUDA, replay each step's forward and backward as a CUDA graph (step_runner)
 
     def smoothing_start(self) -> int | None:
         if self.smooth_after == 0:
@@ -114,22 +118,6 @@ def make_optimizer(groups: list[dict], device: torch.device) -> torch.optim.Opti
     return torch.optim.Adam(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, **kwargs)
 
 
-def frame_codes(model: MINeRF, video: int, clip: Clip, n: int, smooth: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Condition (C,), latent (L,) and identity (d,) codes of training frame n of a video."""
-    dev = model.identity.table.weight.device
-    vid = torch.tensor(video, device=dev)
-    identity = model.identity(vid)
-    latent = model.latent(vid, torch.tensor(n, device=dev), check=False)
-    if smooth and model.smoothing is not None:
-        T = model.cfg.smoothing_window  # the window of nerf.smoothing.neighbour_window, made on the host
-        win = torch.as_tensor(np.clip(n - T // 2 + np.arange(T), 0, clip.n_frames - 1), device=dev)
-        cond_seq = model.conditioning(clip.expression[win].to(dev), identity.expand(len(win), -1))
-        lat_seq = model.latent(vid.expand(len(win)), win, check=False)
-        cond, lat = model.smooth(cond_seq[None], lat_seq[None])
-        return cond[0], lat[0], identity
-    return model.conditioning(clip.expression[n].to(dev), identity), latent, identity
-
-
 def ray_boxes(model: MINeRF, clip: Clip) -> torch.Tensor:
     """(N, 4) per-frame rectangles that training rays are drawn from: the image of the
     field's head box. (MI-NeRF draws 95% of the rays inside "the detected bounding box of
@@ -161,15 +149,50 @@ def frame_pixels(n: int, box: torch.Tensor, mouth: torch.Tensor | None, H: int, 
     return ij
 
 
-def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.ndarray, cfg: TrainConfig,
-                  rng: np.random.Generator, smooth: bool, device: torch.device, precision: str,
-                  boxes: list[torch.Tensor], mouths: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward/backward pass (no optimizer step) -> (loss, photometric mse), on device.
+@dataclass
+class Batch:
+    """One step's rays and the frames they come from, on the device (F frames, R rays,
+    T = the smoothing window, 1 without smoothing)."""
+
+    origins: torch.Tensor  # (R, 3) head space
+    dirs: torch.Tensor  # (R, 3)
+    gt: torch.Tensor  # (R, 3) float in [0, 1]
+    background: torch.Tensor  # (R, 3)
+    heads: torch.Tensor | None  # (R,) bool, the head mask (with the mask loss)
+    video: torch.Tensor  # (F,) long
+    frames: torch.Tensor  # (F, T) long: each frame's window, the frame itself in the middle
+    expression: torch.Tensor  # (F, T, d)
+    per: tuple[int, ...]  # rays of each frame
+
+    _TENSORS = ("origins", "dirs", "gt", "background", "heads", "video", "frames", "expression")
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The batch's tensors (those that are not None), in a fixed order."""
+        return [t for t in (getattr(self, k) for k in self._TENSORS) if t is not None]
+
+    def with_tensors(self, values: list[torch.Tensor]) -> "Batch":
+        """The same batch made of ``values`` (in the order of :meth:`tensors`)."""
+        it = iter(values)
+        return Batch(**{k: None if getattr(self, k) is None else next(it) for k in self._TENSORS}, per=self.per)
+
+
+def upload(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Integers (n,) -> int64 tensor on ``device``, without a sync: a copy from pinned memory
+    does not wait for the GPU (a plain one waits for the previous step to finish)."""
+    t = torch.from_numpy(np.asarray(values, dtype=np.int64))
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
+
+def draw_batch(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.ndarray, cfg: TrainConfig,
+               rng: np.random.Generator, smooth: bool, boxes: list[torch.Tensor],
+               mouths: list[torch.Tensor] | None = None) -> Batch:
+    """Draw a step's frames (on the host, from ``rng``) and rays (on the device) -> :class:`Batch`.
     ``boxes``: per source, the (N, 4) rectangles of :func:`ray_boxes`; ``mouths``: per
     source, the (N, 4) of :func:`mouth_ray_boxes` (used when cfg.mouth_fraction > 0)."""
     F = cfg.frames_per_step
-    per = [cfg.rays // F + (1 if k < cfg.rays % F else 0) for k in range(F)]
-    origins, dirs, gts, bgs, conds, lats, ids, heads = [], [], [], [], [], [], [], []
+    per = tuple(cfg.rays // F + (1 if k < cfg.rays % F else 0) for k in range(F))
+    T = model.cfg.smoothing_window if smooth and model.smoothing is not None else 1
+    origins, dirs, gts, bgs, heads, videos, windows, exprs = [], [], [], [], [], [], [], []
     for k in range(F):
         s = int(rng.choice(len(sources), p=weights))
         video, clip = sources[s]
@@ -183,27 +206,61 @@ def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.nd
         bgs.append(clip.background_at(n, ij))
         if cfg.mask_weight:
             heads.append(clip.head_at(n, ij))
-        c, lat, ident = frame_codes(model, video, clip, n, smooth)
-        conds.append(c)
-        lats.append(lat)
-        ids.append(ident)
-    if F == 1:
-        cond, latent = conds[0], lats[0]
+        # the window of nerf.smoothing.neighbour_window, made on the host
+        win = np.clip(n - T // 2 + np.arange(T), 0, clip.n_frames - 1) if T > 1 else np.array([n])
+        videos.append(video)
+        windows.append(win)
+        exprs.append(clip.expression[n:n + 1] if T == 1 else clip.expression[upload(win, clip.expression.device)])
+    index = upload(np.concatenate([np.asarray(videos), *windows]), origins[0].device)
+    return Batch(torch.cat(origins), torch.cat(dirs), torch.cat(gts), torch.cat(bgs),
+                 torch.cat(heads) if heads else None, index[:F], index[F:].reshape(F, T), torch.stack(exprs), per)
+
+
+def batch_codes(model: MINeRF, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> condition (C,) or (R, C), latent (L,) or (R, L) per ray (shared when the step has
+    one frame), and the frames' latent (F, L) and identity (F, d) codes for the loss. With a
+    window (T > 1) the codes pass through the model's self-attention smoothing."""
+    F, T = batch.frames.shape
+    identity = model.identity(batch.video)  # (F, d)
+    cond = model.conditioning(batch.expression, identity[:, None].expand(F, T, -1))  # (F, T, C)
+    latent = model.latent(batch.video[:, None].expand(F, T), batch.frames, check=False)  # (F, T, L)
+    if T > 1:
+        cond, latent = model.smooth(cond, latent)
     else:
-        cond = torch.cat([c.expand(r, -1) for c, r in zip(conds, per)])
-        latent = torch.cat([lat.expand(r, -1) for lat, r in zip(lats, per)])
-    o, d, gt, bg = (torch.cat(x) for x in (origins, dirs, gts, bgs))
+        cond, latent = cond[:, 0], latent[:, 0]
+    if F == 1:
+        return cond[0], latent[0], latent, identity
+    return (torch.cat([c.expand(r, -1) for c, r in zip(cond, batch.per)]),
+            torch.cat([lat.expand(r, -1) for lat, r in zip(latent, batch.per)]), latent, identity)
+
+
+def batch_loss(model: MINeRF, batch: Batch, cfg: TrainConfig, device: torch.device, precision: str,
+               pack: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Forward and backward pass of one batch (no optimizer step) -> (loss, photometric
+    mse, kept samples (2,) of the packed passes or None), on the device. ``pack``: run the
+    fields only at samples in occupied cells, with these capacities (:mod:`.nerf.packing`)."""
+    cond, latent, lats, ids = batch_codes(model, batch)
     with autocast(device, precision):
-        out = model.render_rays(o, d, cond, latent, bg, perturb=True)
-    losses = minerf_loss(out["rgb"].float(), gt, torch.stack(lats), torch.stack(ids), out.get("rgb_coarse"))
+        out = model.render_rays(batch.origins, batch.dirs, cond, latent, batch.background, perturb=True, pack=pack)
+    gt = batch.gt
+    losses = minerf_loss(out["rgb"].float(), gt, lats, ids, out.get("rgb_coarse"))
     if cfg.mask_weight:
-        losses["total"] = losses["total"] + cfg.mask_weight * mask_loss(out["opacity"].float(), torch.cat(heads))
+        losses["total"] = losses["total"] + cfg.mask_weight * mask_loss(out["opacity"].float(), batch.heads)
     if cfg.distortion_weight:  # over the field's samples (the last one is the background's)
         losses["total"] = losses["total"] + cfg.distortion_weight * distortion_loss(
             out["weights"][:, :-1].float(), out["t"][:, :-1].float())
     losses["total"].backward()
     mse = torch.mean((out["rgb"].detach().float() - gt) ** 2)
-    return losses["total"].detach(), mse
+    return losses["total"].detach(), mse, out.get("packed")
+
+
+def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.ndarray, cfg: TrainConfig,
+                  rng: np.random.Generator, smooth: bool, device: torch.device, precision: str,
+                  boxes: list[torch.Tensor], mouths: list[torch.Tensor] | None = None,
+                  pack: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`draw_batch` then :func:`batch_loss` -> (loss, photometric mse), on the device."""
+    batch = draw_batch(model, sources, weights, cfg, rng, smooth, boxes, mouths)
+    return batch_loss(model, batch, cfg, device, precision, pack)[:2]
 
 
 class MetricsLog:
@@ -325,6 +382,10 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
     best = math.inf
     last = {"loss": None, "psnr": None}
     grid = GridUpdater(model, sources, cfg, device, precision) if model.occupancy is not None else None
+    budget = pack_budget(model, cfg) if grid is not None and cfg.pack else None
+    runner = StepRunner(lambda batch, key: batch_loss(model, batch, cfg, device, precision, key[1]),
+                        optimizer, device, graphs=cfg.cuda_graphs)  # key: (smoothing on, pack capacities)
+    kept, dropped = None, 0.0
     eval_s = 0.0  # time spent on validation renders and checkpoints (not training)
     t0 = time.perf_counter()
     timed_from, timed_steps, eval_at_timed = None, 0, 0.0
@@ -337,9 +398,13 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
             rng = np.random.default_rng([cfg.seed, step])
-            optimizer.zero_grad(set_to_none=True)
-            loss, mse = training_step(model, sources, weights, cfg, rng, smooth, device, precision, boxes, mouths)
+            batch = draw_batch(model, sources, weights, cfg, rng, smooth, boxes, mouths)
+            packing = budget is not None and step > cfg.grid_warmup
+            pack = tuple(budget.capacity) if packing else None
+            loss, mse, kept_counts = runner(batch, (smooth, pack))
             optimizer.step()
+            if packing:
+                budget.record(kept_counts)
             if grid is not None and grid.due(step):
                 grid.update(step)
             acc_loss += loss
@@ -367,6 +432,9 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
                 raise TrainingDiverged(f"loss exploded at step {step} ({mean_loss:.4g}, best {best:.4g}); "
                                        f"the last good checkpoint is kept in {run / 'checkpoints'}")
             best = min(best, mean_loss)
+            shares = budget.adapt() if budget is not None else {}
+            kept = shares.get("kept")
+            dropped = max(dropped, shares.get("dropped", 0.0))
             train_psnr = -10.0 * math.log10(max(mean_mse, 1e-12))
             last = {"loss": mean_loss, "psnr": train_psnr}
             test_psnr = None
@@ -378,7 +446,8 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
             metrics.write({"step": step, "wall_s": round(wall, 3), "lr": f"{lr:.4g}", "loss": f"{mean_loss:.6g}",
                            "psnr": round(train_psnr, 3), "test_psnr": None if test_psnr is None else round(test_psnr, 3),
                            "train_s": round(train_s, 3),
-                           "occupied": None if grid is None else round(float(model.occupancy.fraction()), 4)})
+                           "occupied": None if grid is None else round(float(model.occupancy.fraction()), 4),
+                           "kept": None if kept is None else round(kept, 4)})
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 runs.save_checkpoint(run, step, model, optimizer)
             stop = callback is not None and callback(step, train_s)
@@ -395,7 +464,15 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
     model.eval()
     return {"steps": step, "wall_s": round(wall0 + elapsed, 2), "session_s": round(elapsed, 2),
             "train_s": round(elapsed - eval_s, 2),
-            "steps_per_s": round(steps_per_s, 2), "final_loss": last["loss"], "final_train_psnr": last["psnr"]}
+            "steps_per_s": round(steps_per_s, 2), "final_loss": last["loss"], "final_train_psnr": last["psnr"],
+            "packed_share": None if kept is None else round(kept, 4), "pack_dropped_max": round(dropped, 6),
+            "cuda_graphs": runner.captures > 0 and runner.failure is None, "graph_captures": runner.captures}
+
+
+def pack_budget(model: MINeRF, cfg: TrainConfig) -> PackBudget:
+    """Capacities of the packed passes, at most every sample but the background's."""
+    n_fine = model.cfg.n_coarse + model.cfg.n_fine  # the fine pass runs on the union (importance_samples)
+    return PackBudget((cfg.rays * (model.cfg.n_coarse - 1), cfg.rays * (n_fine - 1)))
 
 
 def smoothing_active(cfg: TrainConfig, step: int) -> bool:

@@ -42,6 +42,8 @@ def test_weights_of_a_three_sample_ray_by_hand():
     a = render.alphas_from_densities(sigma, render.deltas_from_t(t))
     torch.testing.assert_close(a, torch.tensor([[0.5, 0.75, 1.0]], dtype=torch.float64))
     torch.testing.assert_close(render.transmittance(a), torch.tensor([[1.0, 0.5, 0.125]], dtype=torch.float64))
+    tau = sigma * render.deltas_from_t(t)  # the sum form volume_render uses gives the same T
+    torch.testing.assert_close(render.transmittance_from_depths(tau), torch.tensor([[1.0, 0.5, 0.125]], dtype=torch.float64))
 
 
 def test_last_sample_takes_the_background_colour_and_the_remaining_transmittance():

@@ -29,6 +29,7 @@ from .rays import near_far_box
 from . import march_triton
 from .marching import MarchStats, march_render
 from .occupancy import OccupancyGrid
+from .packing import kept_samples, packed_field
 from .render import volume_render
 from .samplers import importance_samples, stratified_samples
 
@@ -103,6 +104,8 @@ class MINeRF(nn.Module):
         self.occupancy = None
         if cfg.occupancy_resolution > 0:
             self.occupancy = OccupancyGrid(cfg.box_min, cfg.box_max, cfg.occupancy_resolution, step=self.march_step)
+        # the head box as tensors on the model's device (a tuple would be copied up at every step)
+        self.register_buffer("head_box", torch.tensor([cfg.box_min, cfg.box_max], dtype=torch.float32), persistent=False)
         self.last_march: MarchStats | None = None
         self.march_options: dict = {}  # march_render keywords (per_round, min_transmittance) for rendering
 
@@ -146,26 +149,45 @@ class MINeRF(nn.Module):
 
     # -- rendering -------------------------------------------------------------------------
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, cond: torch.Tensor, latent: torch.Tensor,
-                    background: torch.Tensor, perturb: bool = True) -> dict[str, torch.Tensor]:
+                    background: torch.Tensor, perturb: bool = True,
+                    pack: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
         """Render rays (R, 3) in head space with codes cond (R, C) or (C,), latent (R, L) or
         (L,) over background colours (R, 3) -> dict rgb (R, 3), rgb_coarse (R, 3) or absent,
         depth (R,), opacity (R,), weights (R, S) and sample positions t (R, S) (of the fine
         pass; the last weight is the background's).
 
         Rays that miss the head box render the background exactly (their interval is empty).
+        ``pack`` (coarse, fine capacities): run the fields only at samples in occupied cells
+        of the occupancy grid (:mod:`.packing`); the dict then has ``packed`` (2,), the
+        number of samples each pass kept.
         """
-        near, far, hit = near_far_box(origins, dirs, self.cfg.box_min, self.cfg.box_max)
+        if pack is not None and self.occupancy is None:
+            raise RuntimeError("packed rendering needs the model's occupancy grid")
+        box = self.head_box.to(origins.dtype)
+        near, far, hit = near_far_box(origins, dirs, box[0], box[1])
         t_coarse = stratified_samples(near, far, self.cfg.n_coarse, perturb=perturb)
         out: dict[str, torch.Tensor] = {}
         coarse = self.coarse if self.coarse is not None else self.fine
+        counts = []
+
+        def run(field, t, capacity):
+            points = origins[:, None] + dirs[:, None] * t[..., None]
+            if capacity is None:
+                density, rgb = field(points, dirs, cond, latent)
+                return density.float(), rgb.float()
+            density, rgb, count = packed_field(field, points, dirs, cond, latent,
+                                               kept_samples(self.occupancy, points), capacity)
+            counts.append(count)
+            return density, rgb
+
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.coarse is not None):
-            density, rgb = coarse(origins[:, None] + dirs[:, None] * t_coarse[..., None], dirs, cond, latent)
-            res_c = volume_render(density.float(), rgb.float(), t_coarse, background)
+            res_c = volume_render(*run(coarse, t_coarse, pack and pack[0]), t_coarse, background)
         if self.coarse is not None:
             out["rgb_coarse"] = res_c.rgb
         t = importance_samples(t_coarse, res_c.weights.detach(), self.cfg.n_fine, perturb=perturb)
-        density, rgb = self.fine(origins[:, None] + dirs[:, None] * t[..., None], dirs, cond, latent)
-        res = volume_render(density.float(), rgb.float(), t, background)
+        res = volume_render(*run(self.fine, t, pack and pack[1]), t, background)
+        if counts:
+            out["packed"] = torch.stack(counts)
         # rays that miss the box: exactly the background (their samples all sit at one t)
         miss = ~hit
         rgb_out = torch.where(miss[:, None], background.expand_as(res.rgb), res.rgb)

@@ -156,7 +156,7 @@ def sample_box_pixels(n: int, box: torch.Tensor, height: int, width: int, inside
     u = torch.rand((n, 2), generator=generator, device=generator.device if generator is not None else dev).to(dev)
     lo = torch.stack([box[1], box[0]]).float()  # [v0, u0]
     hi = torch.stack([box[3], box[2]]).float()
-    full = torch.tensor([height, width], dtype=torch.float32, device=dev)
+    full = torch.tensor([height, width], dtype=torch.float32).to(dev, non_blocking=True)  # no sync
     span = torch.cat([(hi - lo).expand(n_in, 2), full.expand(n - n_in, 2)])
     start = torch.cat([lo.expand(n_in, 2), torch.zeros(n - n_in, 2, device=dev)])
     ij = (start + u * span).long()

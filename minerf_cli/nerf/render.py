@@ -47,6 +47,16 @@ def weights_from_alphas(alphas: torch.Tensor) -> torch.Tensor:
     return alphas * transmittance(alphas)
 
 
+def transmittance_from_depths(tau: torch.Tensor) -> torch.Tensor:
+    """Optical depths tau = density * delta (R, S) -> T (R, S), T_k = exp(-sum_{j<k} tau_j).
+
+    The same T as :func:`transmittance` of alpha = 1 - exp(-tau), as a sum rather than a
+    product: cumprod's gradient reads back on the host whether any factor is 0 (a sync,
+    which a CUDA graph cannot hold), cumsum's does not. The last tau is left out of the
+    sum (with the far delta of 1e10 it would swamp the others in float32)."""
+    return torch.exp(-torch.cat([torch.zeros_like(tau[..., :1]), torch.cumsum(tau[..., :-1], -1)], -1))
+
+
 @dataclass
 class RenderOutput:
     rgb: torch.Tensor  # (R, 3) composite colour (background included under the rule)
@@ -70,12 +80,13 @@ def volume_render(density: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor,
     deltas = deltas_from_t(t)
     if ray_norm is not None:
         deltas = deltas * ray_norm[..., None]
-    alphas = alphas_from_densities(density, deltas)
+    tau = density * deltas
+    alphas = -torch.expm1(-tau)
     if background is not None:
         alphas = torch.cat([alphas[..., :-1], torch.ones_like(alphas[..., -1:])], -1)
         bg = background.expand(rgb.shape[0], 3) if background.dim() == 1 else background
         rgb = torch.cat([rgb[:, :-1, :], bg[:, None, :].to(rgb.dtype)], 1)
-    weights = weights_from_alphas(alphas)
+    weights = alphas * transmittance_from_depths(tau)
     color = (weights[..., None] * rgb).sum(-2)
     depth = (weights * t).sum(-1)
     opacity = (weights[..., :-1] if background is not None else weights).sum(-1)

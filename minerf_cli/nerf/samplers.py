@@ -16,6 +16,15 @@ N_COARSE = 64
 N_FINE = 128
 
 
+def uniform(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """U[0, 1) of ``shape`` with ``like``'s dtype and device. With a (CPU) ``generator`` the
+    draw is made on the host and copied (reproducible on every device); without one it is
+    made on the device (no host round trip: the training step stays free of syncs)."""
+    if generator is None:
+        return torch.rand(shape, dtype=like.dtype, device=like.device)
+    return torch.rand(shape, generator=generator, dtype=like.dtype).to(like.device)
+
+
 def stratified_samples(near: torch.Tensor, far: torch.Tensor, n: int, perturb: bool = True,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """near, far (R,) -> t (R, n), NeRF's stratified sampling in [near, far].
@@ -31,7 +40,7 @@ def stratified_samples(near: torch.Tensor, far: torch.Tensor, n: int, perturb: b
     mids = 0.5 * (t[:, 1:] + t[:, :-1])
     upper = torch.cat([mids, t[:, -1:]], -1)
     lower = torch.cat([t[:, :1], mids], -1)
-    u = torch.rand(t.shape, generator=generator, dtype=t.dtype).to(t.device)
+    u = uniform(t.shape, t, generator)
     return lower + (upper - lower) * u
 
 
@@ -52,7 +61,7 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, deterministic:
     if deterministic:
         u = torch.linspace(0.0, 1.0, n, dtype=cdf.dtype, device=cdf.device).expand(R, n)
     else:
-        u = torch.rand((R, n), generator=generator, dtype=cdf.dtype).to(cdf.device).sort(-1).values
+        u = uniform((R, n), cdf, generator).sort(-1).values
     u = u.contiguous()
     inds = torch.searchsorted(cdf.contiguous(), u, right=True)
     below = (inds - 1).clamp(0, B1 - 1)
