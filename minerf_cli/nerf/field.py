@@ -130,6 +130,9 @@ class VanillaDynamicField(Field):
         return (x - self.box_center) / self.box_half
 
     def forward(self, x, viewdir, cond, latent):
+        dtype = torch.get_autocast_dtype("cuda") if x.is_cuda and torch.is_autocast_enabled("cuda") else None
+        if dtype in (torch.bfloat16, torch.float16):  # mixed precision on CUDA: the fused layers
+            return self.forward_fused(x, viewdir, cond, latent, dtype)
         R, S, _ = x.shape
         h0 = torch.cat([self.pe_x(self.normalize(x)), per_sample(cond, R, S), per_sample(latent, R, S)], -1)
         h = h0
@@ -145,3 +148,35 @@ class VanillaDynamicField(Field):
             c = torch.relu(layer(c))
         rgb = torch.sigmoid(self.rgb_head(c))  # (R, S, 3)
         return density, rgb
+
+    def forward_fused(self, x, viewdir, cond, latent, dtype: torch.dtype):
+        """``forward`` through :func:`.fused_mlp.linear_relu` in ``dtype`` (what mixed
+        precision on CUDA runs): every ReLU layer's bias and ReLU in its matmul, and the
+        inputs of odd width (h0, the skip, the colour branch) padded with zero columns to a
+        multiple of 8. Same math as ``forward``; tests compare both (on CPU in float32)."""
+        from .fused_mlp import linear_relu, padded_width
+
+        R, S, _ = x.shape
+        P = R * S
+
+        def padded(parts: list[torch.Tensor]) -> torch.Tensor:  # (P, k_i) pieces -> (P, padded width)
+            k = sum(p.shape[-1] for p in parts)
+            pad = padded_width(k) - k
+            return torch.cat([p.to(dtype) for p in parts] + ([x.new_zeros(P, pad, dtype=dtype)] if pad else []), -1)
+
+        h0 = padded([self.pe_x(self.normalize(x)).reshape(P, -1), per_sample(cond, R, S).reshape(P, -1),
+                     per_sample(latent, R, S).reshape(P, -1)])
+        h = h0
+        for k, layer in enumerate(self.trunk):
+            h = linear_relu(h, layer.weight, layer.bias)
+            if k in self.skips:
+                h = torch.cat([h, h0], -1)
+        out = torch.promote_types(dtype, torch.float32)  # density and colour in float32 (float64 stays)
+        raw = F.linear(h, self.density_head.weight.to(dtype), self.density_head.bias.to(dtype))[:, 0].to(out)
+        density = torch.relu(raw) if self.density_activation == "relu" else F.softplus(raw - 1.0)
+        d = self.pe_dir(viewdir)[:, None, :].expand(R, S, self.pe_dir.out_dim).reshape(P, -1)
+        c = padded([F.linear(h, self.feature.weight.to(dtype), self.feature.bias.to(dtype)), d])
+        for layer in self.color_layers:
+            c = linear_relu(c, layer.weight, layer.bias)
+        rgb = torch.sigmoid(F.linear(c, self.rgb_head.weight.to(dtype), self.rgb_head.bias.to(dtype)).to(out))
+        return density.reshape(R, S), rgb.reshape(R, S, 3)

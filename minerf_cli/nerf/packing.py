@@ -56,10 +56,12 @@ def packed_field(field, points: torch.Tensor, dirs: torch.Tensor, cond: torch.Te
     R, S, _ = points.shape
     idx, count = pack_indices(keep, capacity)
     ray = torch.clamp(idx // S, max=R - 1)  # padding rows read the last ray; their output is discarded
-    x = torch.cat([points.reshape(-1, 3), points.new_zeros(1, 3)])[idx]
-    c = cond if cond.dim() == 1 else cond[ray]
-    lat = latent if latent.dim() == 1 else latent[ray]
-    density_p, rgb_p = field(x[:, None, :], dirs[ray], c, lat)  # (P, 1), (P, 1, 3)
+    # index_select, not x[idx]: its gradient is an atomic index_add, where advanced indexing's
+    # sorts the many repeated ray indices (measured on an H100: 60 ms a call)
+    x = torch.cat([points.reshape(-1, 3), points.new_zeros(1, 3)]).index_select(0, idx)
+    c = cond if cond.dim() == 1 else cond.index_select(0, ray)
+    lat = latent if latent.dim() == 1 else latent.index_select(0, ray)
+    density_p, rgb_p = field(x[:, None, :], dirs.index_select(0, ray), c, lat)  # (P, 1), (P, 1, 3)
     density = points.new_zeros(R * S + 1).index_put((idx,), density_p[:, 0].float())
     rgb = points.new_zeros(R * S + 1, 3).index_put((idx,), rgb_p[:, 0].float())
     return density[:-1].reshape(R, S), rgb[:-1].reshape(R, S, 3), count

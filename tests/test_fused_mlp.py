@@ -1,0 +1,108 @@
+"""Fused Linear + ReLU layers (nerf.fused_mlp) and the vanilla field's fused forward: the
+same values and gradients as plain PyTorch, with and without padded inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minerf_cli.nerf import fused_mlp
+from minerf_cli.nerf.field import VanillaDynamicField
+from minerf_cli.nerf.fused_mlp import linear_relu, padded_width, relu_bias_grad
+
+cuda = pytest.mark.skipif(not (torch.cuda.is_available() and fused_mlp.triton is not None), reason="needs CUDA and Triton")
+
+
+def test_padded_width_rounds_up_to_eight():
+    assert [padded_width(k) for k in (1, 8, 148, 283, 404)] == [8, 8, 152, 288, 408]
+
+
+@pytest.mark.parametrize("pad", [0, 5])
+def test_linear_relu_matches_relu_of_linear_in_value_and_gradient(pad):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 11, generator=g, dtype=torch.float64)
+    w = torch.randn(7, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
+    xp = torch.cat([x, torch.zeros(40, pad, dtype=torch.float64)], 1).requires_grad_()
+    upstream = torch.randn(40, 7, generator=g, dtype=torch.float64)
+    y = linear_relu(xp, w, b)
+    gx, gw, gb = torch.autograd.grad((y * upstream).sum(), (xp, w, b))
+    x_ref = x.clone().requires_grad_()
+    y_ref = torch.relu(F.linear(x_ref, w, b))
+    rx, rw, rb = torch.autograd.grad((y_ref * upstream).sum(), (x_ref, w, b))
+    assert (y_ref > 0).any() and (y_ref == 0).any()  # both sides of the ReLU are exercised
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(gx[:, :11], rx)
+    torch.testing.assert_close(gw, rw)
+    torch.testing.assert_close(gb, rb)
+    assert gw.shape == w.shape and gb.dtype == b.dtype
+
+
+def test_linear_relu_refuses_an_input_narrower_than_the_weight():
+    with pytest.raises(ValueError, match="linear_relu"):
+        linear_relu(torch.zeros(3, 4), torch.zeros(2, 5), torch.zeros(2))
+
+
+def test_relu_bias_grad_masks_and_sums_columns():
+    g = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    y = torch.tensor([[0.5, 0.0], [0.0, 1.0], [2.0, 3.0]])
+    gp, gb = relu_bias_grad(g, y)
+    assert gp.tolist() == [[1.0, 0.0], [0.0, 4.0], [5.0, 6.0]] and gb.tolist() == [6.0, 10.0]
+
+
+def _field():
+    torch.manual_seed(0)
+    return VanillaDynamicField(5, 3, width=16, depth=4, skips=(1,), color_width=8, color_depth=2,
+                               box_min=(-1, -1, -1), box_max=(1, 1, 1), density_activation="softplus").double()
+
+
+def test_fused_forward_is_the_plain_forward_with_the_same_gradients():
+    field = _field()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 6, 3, generator=g, dtype=torch.float64) * 2 - 1
+    view = F.normalize(torch.randn(4, 3, generator=g, dtype=torch.float64), dim=-1)
+    cond = torch.randn(4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    lat = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def run(fused: bool):
+        field.zero_grad()
+        d, rgb = field.forward_fused(x, view, cond, lat, torch.float64) if fused else field(x, view, cond, lat)
+        loss = (d * torch.arange(6.0, dtype=torch.float64)).sum() + (rgb ** 2).sum()
+        grads = torch.autograd.grad(loss, [cond, lat, *field.parameters()], allow_unused=True)
+        return d.detach(), rgb.detach(), grads
+
+    d1, c1, g1 = run(True)
+    d0, c0, g0 = run(False)
+    assert d1.shape == (4, 6) and c1.shape == (4, 6, 3)
+    torch.testing.assert_close(d1, d0, check_dtype=False)  # (the plain forward gives float32 densities)
+    torch.testing.assert_close(c1, c0)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b)
+
+
+@cuda
+def test_the_triton_backward_kernel_matches_pytorch():
+    g = torch.randn(1000, 256, device="cuda", dtype=torch.bfloat16)
+    y = torch.relu(torch.randn(1000, 256, device="cuda", dtype=torch.bfloat16))
+    gp, gb = relu_bias_grad(g, y)
+    ref = g * (y > 0)
+    assert torch.equal(gp, ref)
+    torch.testing.assert_close(gb, ref.float().sum(0), rtol=1e-4, atol=1e-3)
+
+
+@cuda
+def test_the_field_under_bf16_autocast_runs_the_fused_layers_and_learns():
+    torch.manual_seed(0)
+    field = VanillaDynamicField(5, 3, density_activation="softplus").cuda()
+    x = torch.rand(64, 16, 3, device="cuda") * 20 - 10
+    view = F.normalize(torch.randn(64, 3, device="cuda"), dim=-1)
+    cond, lat = torch.randn(5, device="cuda"), torch.randn(3, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        d, rgb = field(x, view, cond, lat)
+    with torch.no_grad():
+        d_ref, rgb_ref = field(x, view, cond, lat)  # float32, plain layers
+    torch.testing.assert_close(rgb, rgb_ref, atol=0.03, rtol=0.05)
+    torch.testing.assert_close(d, d_ref, atol=0.05 * float(d_ref.abs().max()), rtol=0.1)
+    rgb.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in field.trunk.parameters())
