@@ -3,8 +3,8 @@
     python bench/bench_speed.py --synth DIR --real DIR --runs fast:syn1,fast:syn4,fast:syn16,fast:real1 \
         --out bench_out [--cap-s 240] [--flops]
 
-Each run (FIELD:DATA[:nopack], DATA = synN (the first N stores of --synth) or realN (of
---real); ``nopack``: every sample through the field, as the paper, instead of packed passes)
+Each run (FIELD:DATA[:pack], DATA = synN (the first N stores of --synth) or realN (of
+--real); ``pack``: packed passes (`minerf train --pack`) instead of every sample, as the paper)
 trains in its own subprocess (clean peak-memory figures) until its held-out face-crop
 PSNR reaches --target (28 dB) or its training time reaches --cap-s, and reports:
 steps/s, rays/s, training seconds to 26 and 28 dB test PSNR (evaluation time excluded),
@@ -165,7 +165,10 @@ def one_run(args) -> dict:
     clips = load_sources(stores, dev)
     torch.manual_seed(0)
     fast = field == "fast"
-    mcfg = ModelConfig(field=field, **FIELD_DEFAULTS[field], field_options=dict(FIELD_OPTIONS[field]),
+    from minerf_cli.train import parse_field_options
+
+    options = {**FIELD_OPTIONS[field], **parse_field_options(field, args.field_option or [])}
+    mcfg = ModelConfig(field=field, **FIELD_DEFAULTS[field], field_options=options,
                        expr_dim=clips[0].expression.shape[1],
                        frames_per_video=[c.n_frames for c in clips], occupancy_resolution=args.grid)
     model = MINeRF(mcfg).to(dev)
@@ -175,7 +178,7 @@ def one_run(args) -> dict:
                       frames_per_step=args.frames_per_step or (2 if fast else 1),
                       lr=1e-3 if fast else 5e-4, lr_final=1e-4 if fast else 5e-5, grid_lr_scale=10.0,
                       smooth_after=0, val_every=10**9, checkpoint_every=10**9, log_every=args.log_every, seed=0,
-                      grid_warmup=args.grid_warmup, pack="nopack" not in opts)
+                      grid_warmup=args.grid_warmup, pack="pack" in opts)
     sources = list(enumerate(clips))
     curve: list[dict] = []
     reached: dict[str, float | None] = {f"time_to_{int(t)}db_s": None for t in TARGETS}
@@ -207,7 +210,7 @@ def one_run(args) -> dict:
     with torch.no_grad():  # the same held-out frames rendered with each sampler
         by_sampler = {s: round(test_psnr(model, sources, args.eval_frames, sampler=s), 3)
                       for s in (["grid", "pdf"] if model.uses_marching() else ["pdf"])}
-    row = {"run": args.one, "field": field, "identities": len(stores), "frames": sum(c.n_frames for c in clips),
+    row = {"run": args.one, "field": field, "field_options": options, "identities": len(stores), "frames": sum(c.n_frames for c in clips),
            "rays": cfg.rays, "frames_per_step": cfg.frames_per_step, "steps": result["steps"], "train_s": result["train_s"], "steps_per_s": result["steps_per_s"],
            "rays_per_s": round(result["steps_per_s"] * cfg.rays), "pack": cfg.pack,
            "packed_share": result.get("packed_share"), "pack_dropped_max": result.get("pack_dropped_max"),
@@ -316,6 +319,7 @@ def main(argv=None) -> int:
     p.add_argument("--frames-per-step", type=int, default=0, help="frames the rays of a step come from (default 2 fast, 1 vanilla)")
     p.add_argument("--grid-warmup", type=int, default=256, help="first occupancy-grid update at this step")
     p.add_argument("--log-every", type=int, default=50, help="steps between loss reads (and evaluation checks)")
+    p.add_argument("--field-option", action="append", help="KEY=VALUE for the field (as minerf train's), repeatable")
     p.add_argument("--device", default="auto")
     p.add_argument("--flops", action="store_true")
     p.add_argument("--sweep", action="store_true", help="also time marched rendering under other settings")
@@ -337,6 +341,8 @@ def main(argv=None) -> int:
                "--grid-warmup", str(args.grid_warmup), "--log-every", str(args.log_every), "--rays", str(args.rays),
                "--frames-per-step", str(args.frames_per_step)]
         cmd += [f for f, on in (("--sweep", args.sweep), ("--compile", args.compile)) if on]
+        for opt in args.field_option or []:
+            cmd += ["--field-option", opt]
         for k in ("synth", "real"):
             if getattr(args, k):
                 cmd += [f"--{k}", str(getattr(args, k))]

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Training speed under each step mode (packed passes, CUDA graphs) on one real store, through
 # `minerf train` itself. For each FIELD:FLAGS run: steps/s between step 300 (after the
-# occupancy grid's first update at 256, so packing is on) and the end, from RUN/metrics.csv,
+# occupancy grid's first update at 256, so --pack has begun) and the end, from RUN/metrics.csv,
 # and the summary's packed_share / cuda_graphs / graph_captures.
 # Usage: STORE=.gpudata/r4/styletalk_KristiNoem_av.h5 STEPS=800 bash bench/gpu_step_modes.sh
 set -euo pipefail
 STORE=${STORE:-.gpudata/r4/styletalk_KristiNoem_av.h5}
 STEPS=${STEPS:-800}
 OUT=${OUT:-gpu_out}
-MODES=${MODES:-"fast: fast:--no-pack fast:--no-cuda-graphs fast:--no-pack,--no-cuda-graphs vanilla: vanilla:--no-pack vanilla:--no-cuda-graphs"}
+MODES=${MODES:-"fast: fast:--pack fast:--no-cuda-graphs vanilla: vanilla:--pack vanilla:--no-cuda-graphs"}
 mkdir -p "$OUT" /tmp/minerf-modes
 bash scripts/gpu_setup.sh
 for mode in $MODES; do

@@ -57,12 +57,13 @@ def _field():
                                box_min=(-1, -1, -1), box_max=(1, 1, 1), density_activation="softplus").double()
 
 
-def test_fused_forward_is_the_plain_forward_with_the_same_gradients():
+@pytest.mark.parametrize("per_ray", [True, False])  # False: codes shared by all rays (they join the bias)
+def test_fused_forward_is_the_plain_forward_with_the_same_gradients(per_ray):
     field = _field()
     g = torch.Generator().manual_seed(1)
     x = torch.rand(4, 6, 3, generator=g, dtype=torch.float64) * 2 - 1
     view = F.normalize(torch.randn(4, 3, generator=g, dtype=torch.float64), dim=-1)
-    cond = torch.randn(4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    cond = torch.randn(*((4, 5) if per_ray else (5,)), generator=g, dtype=torch.float64, requires_grad=True)
     lat = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
 
     def run(fused: bool):

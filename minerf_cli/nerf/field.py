@@ -164,12 +164,23 @@ class VanillaDynamicField(Field):
             pad = padded_width(k) - k
             return torch.cat([p.to(dtype) for p in parts] + ([x.new_zeros(P, pad, dtype=dtype)] if pad else []), -1)
 
-        h0 = padded([self.pe_x(self.normalize(x)).reshape(P, -1), per_sample(cond, R, S).reshape(P, -1),
-                     per_sample(latent, R, S).reshape(P, -1)])
-        h = h0
+        pe = self.pe_x(self.normalize(x)).reshape(P, -1)
+        # codes shared by every sample (one frame per step, the paper's): their part of the
+        # input and skip layers is the same for all points, W_code [cond; l], so it joins the
+        # bias instead of being copied to every sample (exact; the matmuls get narrower)
+        shared = cond.dim() == 1 and latent.dim() == 1
+        code = torch.cat([cond, latent]) if shared else None
+        h0 = padded([pe] if shared else [pe, per_sample(cond, R, S).reshape(P, -1), per_sample(latent, R, S).reshape(P, -1)])
+        h, takes_h0 = h0, True
         for k, layer in enumerate(self.trunk):
-            h = linear_relu(h, layer.weight, layer.bias)
-            if k in self.skips:
+            if shared and takes_h0:  # input [h_prev; x-encoding; padding], codes from column `start` on
+                start = h.shape[1] - h0.shape[1] + pe.shape[1]
+                W = layer.weight
+                h = linear_relu(h, W[:, :start], layer.bias + F.linear(code.to(W.dtype), W[:, start:]))
+            else:
+                h = linear_relu(h, layer.weight, layer.bias)
+            takes_h0 = k in self.skips
+            if takes_h0:
                 h = torch.cat([h, h0], -1)
         out = torch.promote_types(dtype, torch.float32)  # density and colour in float32 (float64 stays)
         raw = F.linear(h, self.density_head.weight.to(dtype), self.density_head.bias.to(dtype))[:, 0].to(out)
