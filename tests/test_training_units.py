@@ -295,3 +295,50 @@ def test_render_rays_miss_is_exactly_the_background(field, options):
             assert torch.equal(out["rgb_coarse"][:2], bg[:2])
         assert torch.isfinite(out["rgb"]).all() and torch.isfinite(out["depth"]).all()
         assert (out["opacity"][2:] > 0).all()  # the rays through the box do see the field
+
+
+def test_frames_stay_whole_on_a_gpu_up_to_a_quarter_of_its_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    from minerf_cli import train
+
+    assert train.preload_budget(torch.device("cpu")) == train.PRELOAD_BUDGET
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda dev: SimpleNamespace(total_memory=80 * 2**30))
+    assert train.preload_budget(torch.device("cuda")) == 20 * 2**30
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda dev: SimpleNamespace(total_memory=8 * 2**30))
+    assert train.preload_budget(torch.device("cuda")) == train.PRELOAD_BUDGET  # never below the host budget
+
+
+def test_a_batch_rebuilt_from_its_tensors_is_the_same_batch():
+    from minerf_cli.training import Batch
+
+    t = [torch.rand(4, 3) for _ in range(4)]
+    batch = Batch(*t, None, torch.zeros(1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long), torch.rand(1, 1, 5), (4,))
+    assert len(batch.tensors()) == 7  # no head masks: left out
+    copy = batch.with_tensors([x.clone() for x in batch.tensors()])
+    assert copy.heads is None and copy.per == (4,)
+    assert all(torch.equal(a, b) and a is not b for a, b in zip(copy.tensors(), batch.tensors()))
+
+
+def test_batch_codes_give_each_ray_its_frames_codes_and_smooth_windows():
+    from minerf_cli.training import Batch, batch_codes
+
+    torch.manual_seed(0)
+    model = MINeRF(ModelConfig(expr_dim=5, latent_dim=4, frames_per_video=[6, 6], n_coarse=8, n_fine=8,
+                               field_options={"width": 16, "depth": 2, "skips": ()}, smoothing_window=3))
+    rays = [torch.rand(5, 3) for _ in range(4)]
+    video, frames = torch.tensor([0, 1]), torch.tensor([[2], [4]])
+    expr = torch.rand(2, 1, 5)
+    cond, latent, lats, ids = batch_codes(model, Batch(*rays, None, video, frames, expr, (3, 2)))
+    assert cond.shape == (5, model.conditioning.out_dim) and latent.shape == (5, 4)
+    for k, rows in ((0, slice(0, 3)), (1, slice(3, 5))):
+        want = model.conditioning(expr[k, 0], model.identity(video[k]))
+        assert torch.allclose(cond[rows], want.expand_as(cond[rows]))
+        assert torch.allclose(latent[rows], model.latent(video[k], frames[k, 0]).expand_as(latent[rows]))
+    assert torch.equal(ids, model.identity(video)) and lats.shape == (2, 4)
+    # one frame: shared codes; a window of 3: smoothed codes of the same shapes
+    one = batch_codes(model, Batch(*rays, None, video[:1], frames[:1], expr[:1], (5,)))
+    assert one[0].dim() == 1 and torch.allclose(one[0], cond[0])
+    windows = torch.tensor([[1, 2, 3], [3, 4, 5]])
+    smooth = batch_codes(model, Batch(*rays, None, video, windows, torch.rand(2, 3, 5), (3, 2)))
+    assert smooth[0].shape == cond.shape and smooth[1].shape == latent.shape
