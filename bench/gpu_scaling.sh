@@ -17,18 +17,12 @@ EVAL16=${EVAL16:-500}
 FIELD_OPTIONS=${FIELD_OPTIONS:-}
 mkdir -p "$OUT"
 bash scripts/gpu_setup.sh
-W=/tmp/minerf-gpu-speed; mkdir -p $W
-if [ ! -f "$W/syn/synth_id$(printf %02d $((SYN_IDS - 1))).h5" ]; then
-    t0=$(date +%s)
-    minerf -q synth -o $W/syn --ids "$SYN_IDS" --seconds "$SECONDS_PER_ID" --size 512 --store --jobs 0 \
-        --jpeg-quality 90 --seed 11 --force > "$OUT/synth.json"
-    echo "synth: $SYN_IDS identities x ${SECONDS_PER_ID}s in $(( $(date +%s) - t0 )) s" >&2
-fi
+SYN=$(bash bench/synth_stores.sh "$SYN_IDS" "$SECONDS_PER_ID" "$OUT")
 opts=()
 for o in $FIELD_OPTIONS; do opts+=(--field-option "$o"); done
-python3 bench/bench_speed.py --synth $W/syn --runs fast:syn1 --cap-s "$CAP1" --steps $((CAP1 * RATE)) \
+python3 bench/bench_speed.py --synth "$SYN" --runs fast:syn1 --cap-s "$CAP1" --steps $((CAP1 * RATE)) \
     --eval-every "$EVAL1" "${opts[@]}" --out "$OUT/syn1" > "$OUT/syn1.json"
-python3 bench/bench_speed.py --synth $W/syn --runs "fast:syn$SYN_IDS" --cap-s "$CAP16" --steps $((CAP16 * RATE)) \
+python3 bench/bench_speed.py --synth "$SYN" --runs "fast:syn$SYN_IDS" --cap-s "$CAP16" --steps $((CAP16 * RATE)) \
     --eval-every "$EVAL16" "${opts[@]}" --out "$OUT/syn$SYN_IDS" > "$OUT/syn$SYN_IDS.json"
 python3 - "$OUT" "$SYN_IDS" <<'PY'
 import json, sys

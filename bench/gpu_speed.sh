@@ -14,15 +14,9 @@ SYN_IDS=${SYN_IDS:-16}
 SECONDS_PER_ID=${SECONDS_PER_ID:-6}
 mkdir -p "$OUT"
 bash scripts/gpu_setup.sh
-W=/tmp/minerf-gpu-speed; mkdir -p $W
-if [ ! -f "$W/syn/synth_id$(printf %02d $((SYN_IDS - 1))).h5" ]; then
-    t0=$(date +%s)
-    minerf -q synth -o $W/syn --ids "$SYN_IDS" --seconds "$SECONDS_PER_ID" --size 512 --store --jobs 0 \
-        --jpeg-quality 90 --seed 11 --force > "$OUT/synth.json"
-    echo "synth: $SYN_IDS identities x ${SECONDS_PER_ID}s in $(( $(date +%s) - t0 )) s"
-fi
+SYN=$(bash bench/synth_stores.sh "$SYN_IDS" "$SECONDS_PER_ID" "$OUT")
 FLAG=""
 [ "${FLOPS:-0}" = "1" ] && FLAG="--flops"
-python3 bench/bench_speed.py --synth $W/syn --real "$DATA/r4" --runs "$RUNS" --cap-s "$CAP" \
+python3 bench/bench_speed.py --synth "$SYN" --real "$DATA/r4" --runs "$RUNS" --cap-s "$CAP" \
     --out "$OUT/speed" $FLAG ${EXTRA:-} | tee "$OUT/speed.json"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
