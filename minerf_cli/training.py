@@ -10,7 +10,10 @@ self-attention over its neighbours (app. E: after 200k of 400k steps).
 The step has no host-device synchronisation: frames are drawn on the host from a
 per-step seeded generator, pixels on the device; losses are accumulated on the device
 and read every ``log_every`` steps, when non-finite or exploding losses stop the run (the
-last checkpoint on disk is from before the failure and is kept).
+last checkpoint on disk is from before the failure and is kept). On CUDA the forward and
+backward pass of each step (:func:`batch_loss`) is replayed as a CUDA graph
+(:mod:`.step_runner`; capturing one would fail on a sync); the batch (:func:`draw_batch`) and
+the optimizer step run outside it.
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ from .devices import autocast
 from .errors import MinerfError
 from .nerf.model import MINeRF
 from .nerf.packing import PackBudget
-from .step_runner import StepRunner
 from .nerf.rays import head_rays, sample_box_pixels
 from .nerf.render import distortion_loss, mask_loss, minerf_loss
 from .output import log, progress_bar
+from .step_runner import StepRunner
 from . import runs
 
 METRICS_HEADER = ["step", "wall_s", "lr", "loss", "psnr", "test_psnr", "train_s", "occupied", "kept"]
@@ -253,15 +256,6 @@ def batch_loss(model: MINeRF, batch: Batch, cfg: TrainConfig, device: torch.devi
     losses["total"].backward()
     mse = torch.mean((out["rgb"].detach().float() - gt) ** 2)
     return losses["total"].detach(), mse, out.get("packed")
-
-
-def training_step(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.ndarray, cfg: TrainConfig,
-                  rng: np.random.Generator, smooth: bool, device: torch.device, precision: str,
-                  boxes: list[torch.Tensor], mouths: list[torch.Tensor] | None = None,
-                  pack: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`draw_batch` then :func:`batch_loss` -> (loss, photometric mse), on the device."""
-    batch = draw_batch(model, sources, weights, cfg, rng, smooth, boxes, mouths)
-    return batch_loss(model, batch, cfg, device, precision, pack)[:2]
 
 
 class MetricsLog:
