@@ -163,7 +163,7 @@ def report_kernel_fallback() -> None:
     if reason and not _fallback_reported:
         _fallback_reported = True
         warn(f"the fused rendering kernels failed on this GPU ({reason}); "
-             "rendering in PyTorch instead (slower, same images)")
+             "rendering and training go on in PyTorch instead (slower, same images)")
 
 
 _fallback_reported = False

@@ -453,6 +453,9 @@ def fit(model: MINeRF, sources: list[tuple[int, Clip]], cfg: TrainConfig, run: P
                 break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        from .rendering import report_kernel_fallback
+
+        report_kernel_fallback()  # a fused kernel that failed in training, said once
     elapsed = time.perf_counter() - t0
     steps_per_s = timed_steps / (time.perf_counter() - timed_from - (eval_s - eval_at_timed)) if timed_from and timed_steps else (
         (step - start_step) / max(elapsed, 1e-9))

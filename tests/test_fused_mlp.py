@@ -51,6 +51,27 @@ def test_relu_bias_grad_masks_and_sums_columns():
     assert gp.tolist() == [[1.0, 0.0], [0.0, 4.0], [5.0, 6.0]] and gb.tolist() == [6.0, 10.0]
 
 
+def test_a_backward_kernel_that_fails_first_falls_back_to_pytorch(monkeypatch):
+    from minerf_cli.nerf import hashgrid_triton
+
+    monkeypatch.setattr(hashgrid_triton, "disabled_reason", None)
+    monkeypatch.setattr(fused_mlp, "verified", False)
+    monkeypatch.setattr(fused_mlp, "_kernel_ok", lambda g: hashgrid_triton.disabled_reason is None)
+
+    def broken(g, y):
+        raise RuntimeError("ptxas failed\nmore")
+
+    monkeypatch.setattr(fused_mlp, "_launch", broken)
+    g, y = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.0, 3.0]])
+    gp, gb = relu_bias_grad(g, y)
+    assert gp.tolist() == [[0.0, -2.0]] and gb.tolist() == [0.0, -2.0]
+    assert hashgrid_triton.disabled_reason == "RuntimeError: ptxas failed"  # every fused kernel is off now
+    monkeypatch.setattr(fused_mlp, "verified", True)  # a kernel that ran before: a failure is an error
+    monkeypatch.setattr(fused_mlp, "_kernel_ok", lambda g: True)
+    with pytest.raises(RuntimeError, match="ptxas"):
+        relu_bias_grad(g, y)
+
+
 def _field():
     torch.manual_seed(0)
     return VanillaDynamicField(5, 3, width=16, depth=4, skips=(1,), color_width=8, color_depth=2,

@@ -11,7 +11,8 @@ skip, 283 in the colour branch) fell back to slower matmul kernels.
 
 * the bias and ReLU in the matmul's epilogue (cuBLASLt, ``torch._addmm_activation``);
 * in the backward pass one kernel (Triton, :func:`relu_bias_grad`) for ReLU's mask and the
-  bias gradient together, then the two matmuls;
+  bias gradient together, then the two matmuls (if the kernel fails on its first use, PyTorch
+  does it from then on, and the other fused kernels are turned off too, as theirs do);
 * inputs whose width the caller padded with zero columns to a multiple of 8: the weight is
   padded to match inside the layer, so the parameters keep their shapes (checkpoints are
   unchanged) and the padded columns get no gradient.
@@ -32,6 +33,9 @@ try:
     import triton.language as tl
 except Exception:  # noqa: BLE001 - no Triton: the PyTorch backward
     triton = None
+
+
+verified = False  # the backward kernel has run in this process (a later failure is a real error)
 
 
 def padded_width(k: int, multiple: int = 8) -> int:
@@ -59,17 +63,34 @@ if triton is not None:
 def relu_bias_grad(g: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient through ReLU and the bias: g (P, N) w.r.t. y = relu(z), y (P, N) ->
     (g * (y > 0) (P, N) in g's dtype, its column sums (N,) float32)."""
-    if triton is not None and g.is_cuda and hashgrid_triton.available():
-        g, y = g.contiguous(), y.contiguous()
-        P, N = g.shape
-        gp = torch.empty_like(g)
-        gb = torch.zeros(N, device=g.device, dtype=torch.float32)
-        BLOCK_M, BLOCK_N = 128, min(128, triton.next_power_of_2(N))
-        _relu_bias_grad_kernel[(triton.cdiv(P, BLOCK_M), triton.cdiv(N, BLOCK_N))](
-            g, y, gp, gb, P, N, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N)
-        return gp, gb
+    global verified
+    if _kernel_ok(g):
+        try:
+            gp, gb = _launch(g, y)
+        except Exception as exc:  # noqa: BLE001 - an unproven kernel failed: PyTorch from now on (all kernels)
+            if verified:
+                raise
+            hashgrid_triton.disabled_reason = hashgrid_triton.failure_reason(exc)
+        else:
+            verified = True
+            return gp, gb
     gp = g * (y > 0)
     return gp, gp.float().sum(0)
+
+
+def _kernel_ok(g: torch.Tensor) -> bool:
+    return triton is not None and g.is_cuda and hashgrid_triton.available()
+
+
+def _launch(g: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    g, y = g.contiguous(), y.contiguous()
+    P, N = g.shape
+    gp = torch.empty_like(g)
+    gb = torch.zeros(N, device=g.device, dtype=torch.float32)
+    BLOCK_M, BLOCK_N = 128, min(128, triton.next_power_of_2(N))
+    _relu_bias_grad_kernel[(triton.cdiv(P, BLOCK_M), triton.cdiv(N, BLOCK_N))](
+        g, y, gp, gb, P, N, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N)
+    return gp, gb
 
 
 class _LinearReLU(torch.autograd.Function):
