@@ -23,6 +23,8 @@ rows, K inputs (padded: Kp), N outputs.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 
@@ -63,17 +65,11 @@ if triton is not None:
 def relu_bias_grad(g: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient through ReLU and the bias: g (P, N) w.r.t. y = relu(z), y (P, N) ->
     (g * (y > 0) (P, N) in g's dtype, its column sums (N,) float32)."""
-    global verified
-    if _kernel_ok(g):
-        try:
-            gp, gb = _launch(g, y)
-        except Exception as exc:  # noqa: BLE001 - an unproven kernel failed: PyTorch from now on (all kernels)
-            if verified:
-                raise
-            hashgrid_triton.disabled_reason = hashgrid_triton.failure_reason(exc)
-        else:
-            verified = True
-            return gp, gb
+    if _kernel_ok(g):  # (a first run that fails: PyTorch from now on, for every fused kernel)
+        with hashgrid_triton.on_device(g):
+            out = hashgrid_triton.first_use(sys.modules[__name__], lambda: _launch(g, y), hashgrid_triton.disable)
+        if out is not None:
+            return out
     gp = g * (y > 0)
     return gp, gp.float().sum(0)
 

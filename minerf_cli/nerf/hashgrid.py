@@ -173,15 +173,10 @@ class HashGrid(nn.Module):
         (float64 after ``.double()``: the computation follows the table's dtype, not x's.)
         """
         lead = x.shape[:-1]
-        if self.fused_ok(x):
-            try:
-                out = hashgrid_triton.hash_encode(self, x.reshape(-1, 3))
-            except Exception as exc:  # noqa: BLE001 - an unproven kernel failed: PyTorch from now on
-                if hashgrid_triton.verified:
-                    raise
-                hashgrid_triton.disabled_reason = hashgrid_triton.failure_reason(exc)
-            else:
-                hashgrid_triton.verified = True
+        if self.fused_ok(x):  # (a first run that fails: PyTorch from now on)
+            out = hashgrid_triton.first_use(hashgrid_triton, lambda: hashgrid_triton.hash_encode(self, x.reshape(-1, 3)),
+                                            hashgrid_triton.disable)
+            if out is not None:
                 return out.reshape(*lead, self.out_dim)
         with torch.autocast(device_type=x.device.type, enabled=False):
             out = self.encode(x.reshape(-1, 3))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
+from typing import Callable, TypeVar
 
 import torch
 
@@ -30,6 +31,7 @@ except Exception:  # noqa: BLE001 - any import failure means: use the PyTorch pa
     triton = None
 
 
+T = TypeVar("T")
 verified = False  # the kernel has run in this process
 disabled_reason: str | None = None  # why it was turned off here (its first run failed: HashGrid.forward)
 
@@ -37,6 +39,33 @@ disabled_reason: str | None = None  # why it was turned off here (its first run 
 def failure_reason(exc: BaseException) -> str:
     """A kernel's first-run failure in one line, for ``disabled_reason``: "Type: first line"."""
     return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+
+
+def disable(reason: str) -> None:
+    """Turn this kernel off for the process, with why (every fused kernel checks :func:`available`)."""
+    global disabled_reason
+    disabled_reason = reason
+
+
+def first_use(owner, run: Callable[[], T], on_failure: Callable[[str], None]) -> T | None:
+    """Launch a fused kernel through ``run()``. ``owner.verified`` says whether it has run in
+    this process: after that, a failure is a real error and propagates. Before it, a failure
+    (Triton cannot compile for this GPU, say) goes to ``on_failure(reason)``, which turns
+    the kernel off, and None is returned: the caller goes on in PyTorch."""
+    if owner.verified:
+        return run()
+    try:
+        out = run()
+    except Exception as exc:  # noqa: BLE001 - any failure of an unproven kernel
+        on_failure(failure_reason(exc))
+        return None
+    owner.verified = True
+    return out
+
+
+def on_device(t: torch.Tensor):
+    """Triton launches on the current CUDA device: a context that makes it ``t``'s."""
+    return torch.cuda.device(t.device) if t.is_cuda else nullcontext()
 
 
 def available() -> bool:
@@ -106,7 +135,7 @@ def hash_encode(grid, x: torch.Tensor, block: int = 256) -> torch.Tensor:
     if N == 0:
         return out
     table = grid.table.detach().contiguous()
-    with torch.cuda.device(x.device) if x.is_cuda else nullcontext():  # Triton launches on the current device
+    with on_device(x):
         _hash_encode_kernel[(triton.cdiv(N, block), grid.levels)](  # (mult: int64, cast in the kernel)
             x, table, grid.res, grid.mult, grid.level_offset, out, N,
             n_dense=grid.n_dense, L=grid.levels, F=grid.features, MASK=grid.table_size - 1, BLOCK=block)

@@ -48,6 +48,12 @@ if triton is not None:
 enabled = True  # False: march in PyTorch (benchmarks compare the two)
 verified = False  # a fused march has completed in this process
 disabled_reason: str | None = None  # why the kernels were turned off here (set by .marching's fallback)
+
+
+def disable(reason: str) -> None:
+    """Turn the marching kernels off for the process, with why (.marching's fallback)."""
+    global enabled, disabled_reason
+    enabled, disabled_reason = False, reason
 OUT_PAD = 16  # the colour output (3) and the density output (1 + geo) are padded to 16 columns
 TABLE_FEATURES = 2  # features per hash level the field kernel reads
 

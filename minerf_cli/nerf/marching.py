@@ -23,7 +23,6 @@ Shapes: R rays, P packed samples, K = per_round, C condition dim, L latent dim.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -137,18 +136,9 @@ def march_render(field, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.
             min_transmittance, first_hit, first_opacity)
     if not fused:
         return _march(False, *args)
-    # Triton launches on the current device: make it the rays'
-    with torch.cuda.device(origins.device) if origins.is_cuda else nullcontext():
-        if march_triton.verified:
-            return _march(True, *args)
-        try:  # the first fused march of the process compiles the kernels: fall back if that fails
-            out = _march(True, *args)
-        except Exception as exc:  # noqa: BLE001 - any failure of an unproven kernel: render in PyTorch
-            march_triton.enabled = False
-            march_triton.disabled_reason = hashgrid_triton.failure_reason(exc)
-            return _march(False, *args)
-    march_triton.verified = True
-    return out
+    with hashgrid_triton.on_device(origins):  # the first fused march compiles the kernels: PyTorch if that fails
+        out = hashgrid_triton.first_use(march_triton, lambda: _march(True, *args), march_triton.disable)
+        return out if out is not None else _march(False, *args)
 
 
 def _march(fused: bool, field, grid, origins, dirs, near, far, cond, latent, background, step, n_steps, per_round,
