@@ -10,7 +10,7 @@ import torch
 
 from minerf_cli.nerf.field import VanillaDynamicField
 from minerf_cli.nerf.occupancy import OccupancyGrid
-from minerf_cli.nerf.packing import PackBudget, kept_samples, pack_indices, packed_field
+from minerf_cli.nerf.packing import PackBudget, kept_samples, pack_indices, packed_field, visible_samples
 
 
 def _field():
@@ -132,9 +132,11 @@ def test_packed_rendering_with_every_cell_occupied_is_the_full_rendering(field):
     full = model.render_rays(o, d, cond, lat, bg)
     torch.manual_seed(5)
     packed = model.render_rays(o, d, cond, lat, bg, pack=(len(o) * 7, len(o) * 15))
-    assert packed["packed"].tolist() == [len(o) * 7, len(o) * 15]  # all but each ray's background sample
-    for key in ("rgb", "opacity", "depth"):
-        assert torch.allclose(packed[key], full[key], atol=1e-5), key
+    coarse_kept, fine_kept = packed["packed"].tolist()
+    assert coarse_kept == len(o) * 7  # all but each ray's background sample
+    assert fine_kept <= len(o) * 15  # the fine pass also skips samples hidden behind the coarse pass's opacity
+    for key in ("rgb", "opacity"):  # ... which carry at most HIDDEN_T of a ray
+        assert torch.allclose(packed[key], full[key], atol=1e-3), key
 
 
 def test_packed_rendering_of_an_empty_grid_shows_the_background():
@@ -146,3 +148,30 @@ def test_packed_rendering_of_an_empty_grid_shows_the_background():
     assert out["packed"].tolist() == [0, 0]
     assert torch.allclose(out["rgb"], bg) and torch.allclose(out["rgb_coarse"], bg)
     assert math.isclose(float(out["opacity"].detach().abs().max()), 0.0)
+
+
+def test_visible_samples_reads_the_coarse_transmittance_at_the_start_of_each_interval():
+    t_c = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    w_c = torch.tensor([[0.5, 0.49995, 0.00004, 0.00001]])  # T = 1, 0.5, 5e-5, 1e-5
+    t = torch.tensor([[-0.5, 0.0, 0.7, 1.0, 1.99, 2.0, 2.5, 9.0]])
+    # intervals: before the first (T_0), 0, 0, 1, 1, 2, 2, 3
+    assert visible_samples(t_c, w_c, t).tolist() == [[True, True, True, True, True, False, False, False]]
+    assert visible_samples(t_c, w_c, t, eps=1e-6).all()
+
+
+def test_packed_fine_pass_skips_samples_behind_an_opaque_coarse_surface():
+    """A field opaque everywhere: the coarse pass's transmittance collapses after the first
+    samples, the packed fine pass runs only those in front and renders the same colour."""
+    model = _model()
+    with torch.no_grad():
+        for f in (model.coarse, model.fine):
+            f.density_head.bias.fill_(60.0)  # softplus(59) ~ 59 per cm: opaque within a sample
+    o, d = _rays()
+    cond, lat, bg = torch.randn(model.conditioning.out_dim), torch.randn(4), torch.rand(len(o), 3)
+    torch.manual_seed(5)
+    full = model.render_rays(o, d, cond, lat, bg)
+    torch.manual_seed(5)
+    packed = model.render_rays(o, d, cond, lat, bg, pack=(len(o) * 7, len(o) * 15))
+    coarse_kept, fine_kept = packed["packed"].tolist()
+    assert coarse_kept == len(o) * 7 and fine_kept < len(o) * 15 // 2
+    assert torch.allclose(packed["rgb"], full["rgb"], atol=1e-3)

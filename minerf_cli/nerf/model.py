@@ -29,7 +29,7 @@ from .rays import near_far_box
 from . import march_triton
 from .marching import MarchStats, march_render
 from .occupancy import OccupancyGrid
-from .packing import kept_samples, packed_field
+from .packing import kept_samples, packed_field, visible_samples
 from .render import volume_render
 from .samplers import importance_samples, stratified_samples
 
@@ -158,8 +158,9 @@ class MINeRF(nn.Module):
 
         Rays that miss the head box render the background exactly (their interval is empty).
         ``pack`` (coarse, fine capacities): run the fields only at samples in occupied cells
-        of the occupancy grid (:mod:`.packing`); the dict then has ``packed`` (2,), the
-        number of samples each pass kept.
+        of the occupancy grid, and the fine field only at samples the coarse pass sees
+        (:mod:`.packing`); the dict then has ``packed`` (2,), the number of samples each
+        pass kept.
         """
         if pack is not None and self.occupancy is None:
             raise RuntimeError("packed rendering needs the model's occupancy grid")
@@ -170,13 +171,15 @@ class MINeRF(nn.Module):
         coarse = self.coarse if self.coarse is not None else self.fine
         counts = []
 
-        def run(field, t, capacity):
+        def run(field, t, capacity, visible=None):
             points = origins[:, None] + dirs[:, None] * t[..., None]
             if capacity is None:
                 density, rgb = field(points, dirs, cond, latent)
                 return density.float(), rgb.float()
-            density, rgb, count = packed_field(field, points, dirs, cond, latent,
-                                               kept_samples(self.occupancy, points), capacity)
+            keep = kept_samples(self.occupancy, points)
+            if visible is not None:
+                keep &= visible
+            density, rgb, count = packed_field(field, points, dirs, cond, latent, keep, capacity)
             counts.append(count)
             return density, rgb
 
@@ -185,7 +188,8 @@ class MINeRF(nn.Module):
         if self.coarse is not None:
             out["rgb_coarse"] = res_c.rgb
         t = importance_samples(t_coarse, res_c.weights.detach(), self.cfg.n_fine, perturb=perturb)
-        res = volume_render(*run(self.fine, t, pack and pack[1]), t, background)
+        visible = visible_samples(t_coarse, res_c.weights.detach(), t) if pack is not None else None
+        res = volume_render(*run(self.fine, t, pack and pack[1], visible), t, background)
         if counts:
             out["packed"] = torch.stack(counts)
         # rays that miss the box: exactly the background (their samples all sit at one t)

@@ -10,6 +10,10 @@ pass does the same inside the paper's sampler:
   with a one-cell margin) gets density 0 and colour 0 without running the field;
 * the last sample of a ray is the background's (:mod:`.render`'s rule: its colour is the
   background pixel and its opacity 1 whatever the field says), so it is never run either;
+* in the fine pass, a sample hidden behind what the coarse pass found opaque (coarse
+  transmittance at the start of its coarse interval at most :data:`HIDDEN_T`, nerfacc's
+  early-termination threshold) is skipped too: its weight and every gradient through it
+  are at most that share of the ray's colour;
 * the rest are gathered into one batch of ``capacity`` points (P), run through the field
   and scattered back to (R, S).
 
@@ -29,6 +33,8 @@ import torch
 
 from .occupancy import OccupancyGrid
 
+HIDDEN_T = 1e-4  # fine samples behind coarse transmittance below this are not run
+
 
 def kept_samples(grid: OccupancyGrid, points: torch.Tensor) -> torch.Tensor:
     """points (R, S, 3) head space -> (R, S) bool: in an occupied cell and not the last
@@ -36,6 +42,19 @@ def kept_samples(grid: OccupancyGrid, points: torch.Tensor) -> torch.Tensor:
     keep = grid.is_occupied(points)
     keep[:, -1] = False
     return keep
+
+
+def visible_samples(t_coarse: torch.Tensor, weights_coarse: torch.Tensor, t: torch.Tensor,
+                    eps: float = HIDDEN_T) -> torch.Tensor:
+    """t_coarse (R, Sc) sorted, weights_coarse (R, Sc) of the coarse pass, t (R, S) sorted
+    fine samples -> (R, S) bool: the coarse transmittance T_i = 1 - sum_{j<i} w_j at the
+    start of the coarse interval [t_i, t_{i+1}) holding each sample is above ``eps`` (T
+    only falls along the ray, so T_i bounds it from above). Samples before the first
+    coarse one read T_0 = 1."""
+    w = weights_coarse.float()
+    T = 1.0 - (torch.cumsum(w, -1) - w)
+    i = torch.searchsorted(t_coarse.contiguous(), t.contiguous(), right=True) - 1
+    return T.gather(-1, i.clamp(0, T.shape[-1] - 1)) > eps
 
 
 def pack_indices(keep: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
