@@ -10,7 +10,9 @@ Variants, each timed over --steps steps after a warm-up (ms per step, steps/s):
 * ``packed``: the networks run only at samples in occupied cells of the occupancy grid
   (what `minerf train` runs after the grid's first update, :mod:`minerf_cli.nerf.packing`);
 * ``+graph``: the step's forward and backward replayed as a CUDA graph
-  (:mod:`minerf_cli.step_runner`, what `minerf train` does on CUDA).
+  (:mod:`minerf_cli.step_runner`, what `minerf train` does on CUDA);
+* ``-unlinked``: the fused layers without :class:`minerf_cli.nerf.fused_mlp.ReluLink` (each
+  layer masks its own ReLU gradient in a pass of its own, as before the links).
   The grid here is a head-sized ellipsoid (the ICT neutral mesh's bounds) inside the
   field's box, dilated by one cell like a trained grid; the rays cover the image of the
   box from 60 cm, as the trainer draws them. The share of samples kept is reported (the
@@ -29,6 +31,10 @@ import time
 from pathlib import Path
 
 import torch
+
+from minerf_cli.nerf import fused_mlp
+
+LINK = fused_mlp.ReluLink
 
 
 def head_grid(model) -> None:
@@ -87,6 +93,7 @@ def time_variant(name: str, args, dev) -> dict:
     from minerf_cli.nerf.packing import PackBudget
     from minerf_cli.train import FIELD_DEFAULTS, FIELD_OPTIONS
 
+    fused_mlp.ReluLink = (lambda cols: None) if name.endswith("-unlinked") else LINK  # (field.py imports it per call)
     torch.manual_seed(0)
     model = MINeRF(ModelConfig(field=args.field, frames_per_video=[100], occupancy_resolution=64,
                                field_options=dict(FIELD_OPTIONS[args.field]), **FIELD_DEFAULTS[args.field])).to(dev)
@@ -95,7 +102,7 @@ def time_variant(name: str, args, dev) -> dict:
     n = model.cfg.n_coarse
     budget = PackBudget((R * (n - 1), R * (n + model.cfg.n_fine - 1))) if name.startswith("packed") else None
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, **({"fused": True} if dev.type == "cuda" else {}))
-    step, runner = make_step(model, opt, budget, R, dev, graphs=name.endswith("+graph"), frames=args.frames_per_step)
+    step, runner = make_step(model, opt, budget, R, dev, graphs="+graph" in name, frames=args.frames_per_step)
     for _ in range(args.warmup):
         step()
     shares = budget.adapt() if budget is not None else {}

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from minerf_cli.nerf import fused_mlp
 from minerf_cli.nerf.field import VanillaDynamicField
-from minerf_cli.nerf.fused_mlp import linear_relu, padded_width, relu_bias_grad
+from minerf_cli.nerf.fused_mlp import ReluLink, input_grad_relu, linear_relu, padded_width, relu_bias_grad
 
 cuda = pytest.mark.skipif(not (torch.cuda.is_available() and fused_mlp.triton is not None), reason="needs CUDA and Triton")
 
@@ -49,6 +49,45 @@ def test_relu_bias_grad_masks_and_sums_columns():
     y = torch.tensor([[0.5, 0.0], [0.0, 1.0], [2.0, 3.0]])
     gp, gb = relu_bias_grad(g, y)
     assert gp.tolist() == [[1.0, 0.0], [0.0, 4.0], [5.0, 6.0]] and gb.tolist() == [6.0, 10.0]
+
+
+def test_input_grad_relu_masks_the_relu_columns_and_sums_them():
+    g = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    w = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]])  # g @ w = [[1, 2, 4], [3, -1, 5]]
+    x = torch.tensor([[0.0, 5.0, 0.0], [2.0, 0.0, 0.0]])  # columns 0, 1 a ReLU's output; 2 not
+    gx, gb = input_grad_relu(g, w, x, cols=2)
+    assert gx.tolist() == [[0.0, 2.0, 4.0], [3.0, 0.0, 5.0]] and gb.tolist() == [3.0, 2.0]
+
+
+@pytest.mark.parametrize("skip", [False, True])  # True: the link passes through a concatenation
+def test_linked_layers_give_the_unlinked_gradients(skip):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(30, 8, generator=g, dtype=torch.float64)
+    params = [torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+              for s in [(6, 8), (6,), (5, 6 + (8 if skip else 0)), (5,), (4, 5), (4,)]]
+    upstream = torch.randn(30, 4, generator=g, dtype=torch.float64)
+
+    def run(linked: bool):
+        a, b = (ReluLink(6), ReluLink(5)) if linked else (None, None)
+        h = linear_relu(x, params[0], params[1], link=a)
+        h = linear_relu(torch.cat([h, x], 1) if skip else h, params[2], params[3], after=a, link=b)
+        h = linear_relu(h, params[4], params[5], after=b)
+        return torch.autograd.grad((h * upstream).sum(), params)
+
+    for linked, plain in zip(run(True), run(False)):
+        torch.testing.assert_close(linked, plain)
+
+
+def test_a_link_its_consumer_did_not_fill_leaves_the_masking_to_the_layer():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    y = linear_relu(x, w, b, link=ReluLink(4))  # its output goes to a plain layer after all
+    got = torch.autograd.grad(y.sum(), (w, b))
+    ref = torch.autograd.grad(torch.relu(F.linear(x, w, b)).sum(), (w, b))
+    for a, r in zip(got, ref):
+        torch.testing.assert_close(a, r)
 
 
 def test_a_backward_kernel_that_fails_first_falls_back_to_pytorch(monkeypatch):
@@ -111,6 +150,20 @@ def test_the_triton_backward_kernel_matches_pytorch():
     ref = g * (y > 0)
     assert torch.equal(gp, ref)
     torch.testing.assert_close(gb, ref.float().sum(0), rtol=1e-4, atol=1e-3)
+
+
+@cuda
+@pytest.mark.parametrize("shape", [(1000, 256, 256, 256), (777, 256, 320, 256), (300, 128, 128, 128)])
+def test_the_triton_input_gradient_kernel_matches_pytorch(shape):
+    P, N, K, cols = shape
+    g = torch.randn(P, N, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16) / 16
+    x = torch.relu(torch.randn(P, K, device="cuda", dtype=torch.bfloat16))
+    gx, gb = fused_mlp._launch_input_grad(g, w, x, cols)
+    ref = (g.float() @ w.float())
+    ref[:, :cols] *= x[:, :cols] > 0
+    torch.testing.assert_close(gx.float(), ref, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gb, gx[:, :cols].float().sum(0), rtol=1e-4, atol=1e-2)
 
 
 @cuda

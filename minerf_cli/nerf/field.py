@@ -154,7 +154,7 @@ class VanillaDynamicField(Field):
         precision on CUDA runs): every ReLU layer's bias and ReLU in its matmul, and the
         inputs of odd width (h0, the skip, the colour branch) padded with zero columns to a
         multiple of 8. Same math as ``forward``; tests compare both (on CPU in float32)."""
-        from .fused_mlp import linear_relu, padded_width
+        from .fused_mlp import ReluLink, linear_relu, padded_width
 
         R, S, _ = x.shape
         P = R * S
@@ -171,14 +171,17 @@ class VanillaDynamicField(Field):
         shared = cond.dim() == 1 and latent.dim() == 1
         code = torch.cat([cond, latent]) if shared else None
         h0 = padded([pe] if shared else [pe, per_sample(cond, R, S).reshape(P, -1), per_sample(latent, R, S).reshape(P, -1)])
-        h, takes_h0 = h0, True
+        h, takes_h0, after = h0, True, None
         for k, layer in enumerate(self.trunk):
+            # each trunk layer's output feeds only the next (ReluLink), the last one's the heads
+            link = ReluLink(layer.out_features) if k + 1 < len(self.trunk) else None
             if shared and takes_h0:  # input [h_prev; x-encoding; padding], codes from column `start` on
                 start = h.shape[1] - h0.shape[1] + pe.shape[1]
                 W = layer.weight
-                h = linear_relu(h, W[:, :start], layer.bias + F.linear(code.to(W.dtype), W[:, start:]))
+                h = linear_relu(h, W[:, :start], layer.bias + F.linear(code.to(W.dtype), W[:, start:]), after, link)
             else:
-                h = linear_relu(h, layer.weight, layer.bias)
+                h = linear_relu(h, layer.weight, layer.bias, after, link)
+            after = link
             takes_h0 = k in self.skips
             if takes_h0:
                 h = torch.cat([h, h0], -1)
@@ -187,7 +190,10 @@ class VanillaDynamicField(Field):
         density = torch.relu(raw) if self.density_activation == "relu" else F.softplus(raw - 1.0)
         d = self.pe_dir(viewdir)[:, None, :].expand(R, S, self.pe_dir.out_dim).reshape(P, -1)
         c = padded([F.linear(h, self.feature.weight.to(dtype), self.feature.bias.to(dtype)), d])
-        for layer in self.color_layers:
-            c = linear_relu(c, layer.weight, layer.bias)
+        after = None
+        for k, layer in enumerate(self.color_layers):
+            link = ReluLink(layer.out_features) if k + 1 < len(self.color_layers) else None
+            c = linear_relu(c, layer.weight, layer.bias, after, link)
+            after = link
         rgb = torch.sigmoid(F.linear(c, self.rgb_head.weight.to(dtype), self.rgb_head.bias.to(dtype)).to(out))
         return density.reshape(R, S), rgb.reshape(R, S, 3)

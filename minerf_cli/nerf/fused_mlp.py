@@ -16,6 +16,11 @@ skip, 283 in the colour branch) fell back to slower matmul kernels.
 * inputs whose width the caller padded with zero columns to a multiple of 8: the weight is
   padded to match inside the layer, so the parameters keep their shapes (checkpoints are
   unchanged) and the padded columns get no gradient.
+* chained layers (:class:`ReluLink`): when a layer's output feeds only the next fused layer,
+  that layer's backward computes its input gradient already through ReLU's mask, with the
+  column sums (the previous layer's bias gradient) in the same kernel
+  (:func:`input_grad_relu`), and the previous layer uses both as they are. Per chained layer
+  this saves two of the nine passes over the (P, N) activations a step makes.
 
 The math is the same as ``torch.relu(F.linear(x, W, b))``; tests compare both. Shapes: P
 rows, K inputs (padded: Kp), N outputs.
@@ -24,6 +29,7 @@ rows, K inputs (padded: Kp), N outputs.
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +44,8 @@ except Exception:  # noqa: BLE001 - no Triton: the PyTorch backward
 
 
 verified = False  # the backward kernel has run in this process (a later failure is a real error)
+_input_grad = SimpleNamespace(verified=False)  # the same for the input-gradient kernel
+INPUT_GRAD_BLOCKS = (128, 128, 64, 8, 3)  # BLOCK_M, BLOCK_N, BLOCK_K, warps, stages (bench/bench_fused_mlp.py)
 
 
 def padded_width(k: int, multiple: int = 8) -> int:
@@ -60,6 +68,28 @@ if triton is not None:
         gp = tl.where(y > 0, g, tl.zeros_like(g))
         tl.store(gp_ptr + off, gp, mask=m)
         tl.atomic_add(gb_ptr + cols, tl.sum(gp.to(tl.float32), 0), mask=cols < N)
+
+    @triton.jit
+    def _input_grad_relu_kernel(g_ptr, w_ptr, x_ptr, out_ptr, gb_ptr, P, N: tl.constexpr, K: tl.constexpr,
+                                COLS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                BLOCK_K: tl.constexpr):
+        """out = (g @ w) * (x > 0) on columns < COLS (unmasked after them) for a tile; the
+        tile's column sums (columns < COLS) added to gb (float32)."""
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rmask, cmask = rows < P, cols < K
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in tl.static_range(0, N, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            a = tl.load(g_ptr + rows[:, None] * N + ks[None, :], mask=rmask[:, None] & (ks[None, :] < N), other=0.0)
+            b = tl.load(w_ptr + ks[:, None] * K + cols[None, :], mask=(ks[:, None] < N) & cmask[None, :], other=0.0)
+            acc = tl.dot(a, b, acc)
+        m = rmask[:, None] & cmask[None, :]
+        off = rows[:, None] * K + cols[None, :]
+        xv = tl.load(x_ptr + off, mask=m & (cols[None, :] < COLS), other=1.0)
+        out = tl.where(xv > 0, acc, tl.zeros_like(acc)).to(out_ptr.dtype.element_ty)
+        tl.store(out_ptr + off, out, mask=m)
+        tl.atomic_add(gb_ptr + cols, tl.sum(out.to(tl.float32), 0), mask=cols < COLS)
 
 
 def relu_bias_grad(g: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,31 +119,93 @@ def _launch(g: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return gp, gb
 
 
+def input_grad_relu(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's input gradient through the ReLU that made its input: g (P, N) gradient of
+    its pre-activation, w (N, K) its weight, x (P, K) its input, of which the first ``cols``
+    columns are a ReLU's output -> (g @ w with columns < cols multiplied by (x > 0) (P, K)
+    in g's dtype, the column sums of those columns (cols,) float32: the bias gradient of
+    the layer that made them)."""
+    if _kernel_ok(g):
+        with hashgrid_triton.on_device(g):
+            out = hashgrid_triton.first_use(_input_grad, lambda: _launch_input_grad(g, w, x, cols),
+                                            hashgrid_triton.disable)
+        if out is not None:
+            return out
+    gx = g @ w
+    gx[:, :cols] *= x[:, :cols] > 0
+    return gx, gx[:, :cols].float().sum(0)
+
+
+def _launch_input_grad(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int,
+                       blocks: tuple[int, int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    g, w, x = g.contiguous(), w.contiguous(), x.contiguous()
+    (P, N), K = g.shape, w.shape[1]
+    out = torch.empty(P, K, device=g.device, dtype=g.dtype)
+    gb = torch.zeros(cols, device=g.device, dtype=torch.float32)
+    BLOCK_M, BLOCK_N, BLOCK_K, warps, stages = blocks or INPUT_GRAD_BLOCKS
+    BLOCK_N = min(BLOCK_N, triton.next_power_of_2(K))
+    _input_grad_relu_kernel[(triton.cdiv(P, BLOCK_M), triton.cdiv(K, BLOCK_N))](
+        g, w, x, out, gb, P, N, K, cols, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=min(BLOCK_K, N),
+        num_warps=warps, num_stages=stages)
+    return out, gb
+
+
+class ReluLink:
+    """Joins two fused layers: layer A's ReLU output is the first ``cols`` columns of layer
+    B's input and goes nowhere else. B's backward then computes its input gradient through
+    A's ReLU mask (zero where A's output is 0, which is where A's pre-activation is <= 0)
+    with the column sums in the same kernel (:func:`input_grad_relu`) and leaves the sums
+    here; A's backward takes the gradient as its masked one and the sums as its bias
+    gradient. A link whose consumer did not fill it leaves A to do the masking itself."""
+
+    __slots__ = ("cols", "bias_grad")
+
+    def __init__(self, cols: int):
+        self.cols, self.bias_grad = int(cols), None
+
+
 class _LinearReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, after, link):
         k = weight.shape[1]
         w = weight.to(x.dtype)
         if x.shape[1] != k:  # zero columns for the caller's padding
             w = F.pad(w, (0, x.shape[1] - k))
         y = torch._addmm_activation(bias.to(x.dtype), x, w.t())
         ctx.save_for_backward(x, w, y)
-        ctx.k, ctx.bias_dtype = k, bias.dtype
+        ctx.k, ctx.bias_dtype, ctx.after, ctx.link = k, bias.dtype, after, link
         return y
 
     @staticmethod
     def backward(ctx, g):
         x, w, y = ctx.saved_tensors
-        gp, gb = relu_bias_grad(g, y)
-        gx = gp @ w if ctx.needs_input_grad[0] else None
+        link = ctx.link
+        if link is not None and link.bias_grad is not None:  # the next layer masked g and summed it
+            gp, gb, link.bias_grad = g, link.bias_grad, None
+        else:
+            gp, gb = relu_bias_grad(g, y)
+        gx = None
+        if ctx.needs_input_grad[0]:
+            if ctx.after is not None:
+                gx, ctx.after.bias_grad = input_grad_relu(gp, w, x, ctx.after.cols)
+            else:
+                gx = gp @ w
         gw = (gp.t() @ x)[:, :ctx.k].float() if ctx.needs_input_grad[1] else None
-        return gx, gw, gb.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None, None, None
 
 
-def linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, after: ReluLink | None = None,
+                link: ReluLink | None = None) -> torch.Tensor:
     """relu(x W^T + b): x (P, Kp) (float16/bfloat16 on CUDA; any float on CPU), weight
     (N, K) with K <= Kp (x's extra columns are zero padding), bias (N,) -> (P, N) in x's dtype.
-    Gradients for x, weight (float32 if it is) and bias as ``torch.relu(F.linear(...))``."""
+    Gradients for x, weight (float32 if it is) and bias as ``torch.relu(F.linear(...))``.
+
+    ``link``: a new :class:`ReluLink` (cols = N) when the output will feed only the layer
+    that gets it as ``after``; ``after``: the link of the layer whose output x's first
+    columns are (the input gradient returned for those columns is then already masked by
+    that layer's ReLU, which is all that layer needs of it)."""
     if x.dim() != 2 or x.shape[1] < weight.shape[1]:
         raise ValueError(f"linear_relu: x must be (P, >= {weight.shape[1]}), got {tuple(x.shape)}")
-    return _LinearReLU.apply(x, weight, bias)
+    if after is not None and after.cols > x.shape[1]:
+        raise ValueError(f"linear_relu: a link of {after.cols} columns into an input of {x.shape[1]}")
+    return _LinearReLU.apply(x, weight, bias, after, link)
