@@ -70,7 +70,7 @@ if triton is not None:
         tl.atomic_add(gb_ptr + cols, tl.sum(gp.to(tl.float32), 0), mask=cols < N)
 
     @triton.jit
-    def _input_grad_relu_kernel(g_ptr, w_ptr, x_ptr, out_ptr, gb_ptr, P, N: tl.constexpr, K: tl.constexpr,
+    def _input_grad_relu_kernel(g_ptr, w_ptr, x_ptr, out_ptr, gb_ptr, P, stride_g, N: tl.constexpr, K: tl.constexpr,
                                 COLS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                                 BLOCK_K: tl.constexpr):
         """out = (g @ w) * (x > 0) on columns < COLS (unmasked after them) for a tile; the
@@ -81,7 +81,7 @@ if triton is not None:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in tl.static_range(0, N, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
-            a = tl.load(g_ptr + rows[:, None] * N + ks[None, :], mask=rmask[:, None] & (ks[None, :] < N), other=0.0)
+            a = tl.load(g_ptr + rows[:, None] * stride_g + ks[None, :], mask=rmask[:, None] & (ks[None, :] < N), other=0.0)
             b = tl.load(w_ptr + ks[:, None] * K + cols[None, :], mask=(ks[:, None] < N) & cmask[None, :], other=0.0)
             acc = tl.dot(a, b, acc)
         m = rmask[:, None] & cmask[None, :]
@@ -138,14 +138,16 @@ def input_grad_relu(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int
 
 def _launch_input_grad(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int,
                        blocks: tuple[int, int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    g, w, x = g.contiguous(), w.contiguous(), x.contiguous()
+    if g.stride(1) != 1:  # (a column slice, as the skip's concatenation passes back, is read in place)
+        g = g.contiguous()
+    w, x = w.contiguous(), x.contiguous()
     (P, N), K = g.shape, w.shape[1]
     out = torch.empty(P, K, device=g.device, dtype=g.dtype)
     gb = torch.zeros(cols, device=g.device, dtype=torch.float32)
     BLOCK_M, BLOCK_N, BLOCK_K, warps, stages = blocks or INPUT_GRAD_BLOCKS
     BLOCK_N = min(BLOCK_N, triton.next_power_of_2(K))
     _input_grad_relu_kernel[(triton.cdiv(P, BLOCK_M), triton.cdiv(K, BLOCK_N))](
-        g, w, x, out, gb, P, N, K, cols, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=min(BLOCK_K, N),
+        g, w, x, out, gb, P, g.stride(0), N, K, cols, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=min(BLOCK_K, N),
         num_warps=warps, num_stages=stages)
     return out, gb
 
