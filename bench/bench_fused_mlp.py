@@ -5,12 +5,16 @@
 For each layer shape of the paper's fine pass (P = 2048 rays x 192 samples; the 256 x 256
 trunk layers, the skip layer's 320-column input, the 128-wide colour layers):
 
-* ``unlinked``: ReLU's mask and bias sums (fused_mlp.relu_bias_grad), then the input-gradient
-  matmul (what a layer without a ReluLink runs);
-* ``linked BM/BN/BK/warps/stages``: the one kernel that does both (fused_mlp.input_grad_relu,
-  Triton) under each block configuration tried; fused_mlp.INPUT_GRAD_BLOCKS is the default.
+* ``unlinked``: ReLU's mask and bias sums (fused_mlp.relu_bias_grad), then the input- and
+  weight-gradient matmuls (what a layer without a ReluLink ran);
+* ``split BM/BN/BK/warps/stages``: the input gradient with the mask and sums in one kernel
+  (fused_mlp.input_grad_relu), then the weight-gradient matmul;
+* ``dual BM/BN/warps/stages``: both gradients from one read of g (fused_mlp.layer_grads).
 
-Writes OUT/fused_mlp.json (ms per call, GB/s of the linked kernel's 3 passes) and prints it.
+Each kernel under each block configuration tried (fused_mlp.INPUT_GRAD_BLOCKS and
+LAYER_GRAD_BLOCKS are the defaults). Writes OUT/fused_mlp.json (ms per call, with the
+largest error against float32 PyTorch: absolute for the input gradient, relative for the
+weight gradient) and prints it.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-CONFIGS = [(128, 128, 64, 8, 3), (128, 128, 64, 4, 3), (128, 64, 64, 4, 3), (64, 128, 64, 4, 3),
-           (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 128, 8, 2)]
+SPLIT = [(128, 128, 64, 8, 3), (128, 128, 64, 4, 3), (128, 64, 64, 4, 3), (64, 128, 64, 4, 3), (128, 256, 64, 8, 3)]
+DUAL = [(64, 64, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (64, 32, 4, 2), (128, 64, 8, 2), (64, 64, 8, 3), (32, 128, 8, 2)]
 SHAPES = [(256, 256, 256), (256, 320, 256), (128, 128, 128)]  # (N, K, ReLU columns): g (P, N), w (N, K), x (P, K)
 
 
@@ -48,25 +52,31 @@ def main(argv=None) -> int:
 
         def unlinked():
             gp, gb = fused_mlp.relu_bias_grad(g, y)
-            return gp @ w, gb
+            return gp @ w, gb, gp.t() @ x
 
-        row = {"shape": [P, N, K], "unlinked_ms": round(do_bench(unlinked), 4), "linked_ms": {}}
+        row = {"shape": [P, N, K], "unlinked_ms": round(do_bench(unlinked), 4)}
         ref = (g.float() @ w.float())
         ref[:, :cols] *= x[:, :cols] > 0
-        for blocks in CONFIGS:
-            name = "/".join(map(str, blocks))
+        ref_w = g.float().t() @ x.float()
+
+        def attempt(name, run, check):
             try:
-                gx, _ = fused_mlp._launch_input_grad(g, w, x, cols, blocks)
-                err = float((gx.float() - ref).abs().max())
-                ms = do_bench(lambda b=blocks: fused_mlp._launch_input_grad(g, w, x, cols, b))
+                err = check(run())
+                row[name] = {"ms": round(do_bench(run), 4), "max_err": round(err, 4)}
             except Exception as exc:  # noqa: BLE001 - a configuration this GPU cannot run
-                row["linked_ms"][name] = f"failed: {type(exc).__name__}"
-                continue
-            gbytes = 2 * (P * N + 2 * P * K) / 1e9
-            row["linked_ms"][name] = {"ms": round(ms, 4), "GB_per_s": round(gbytes / ms * 1e3), "max_err": round(err, 4)}
+                row[name] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
+
+        for b in SPLIT:
+            attempt("split " + "/".join(map(str, b)),
+                    lambda b=b: (fused_mlp._launch_input_grad(g, w, x, cols, b), g.t() @ x),
+                    lambda out: float((out[0][0].float() - ref).abs().max()))
+        for b in DUAL:
+            attempt("dual " + "/".join(map(str, b)), lambda b=b: fused_mlp._launch_layer_grads(g, w, x, cols, True, b),
+                    lambda out: max(float((out[0].float() - ref).abs().max()), float((out[2] - ref_w).abs().max() / ref_w.abs().max())))
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
-    result = {"device": torch.cuda.get_device_name(dev), "default": list(fused_mlp.INPUT_GRAD_BLOCKS), "rows": rows}
+    result = {"device": torch.cuda.get_device_name(dev), "split_default": list(fused_mlp.INPUT_GRAD_BLOCKS),
+              "dual_default": list(fused_mlp.LAYER_GRAD_BLOCKS), "rows": rows}
     (args.out / "fused_mlp.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return 0

@@ -46,6 +46,9 @@ except Exception:  # noqa: BLE001 - no Triton: the PyTorch backward
 verified = False  # the backward kernel has run in this process (a later failure is a real error)
 _input_grad = SimpleNamespace(verified=False)  # the same for the input-gradient kernel
 INPUT_GRAD_BLOCKS = (128, 128, 64, 8, 3)  # BLOCK_M, BLOCK_N, BLOCK_K, warps, stages (bench/bench_fused_mlp.py)
+_layer_grads = SimpleNamespace(verified=False)
+BACKWARD = "dual"  # "dual": layer_grads (weight and input gradients from one read of g); "split": two kernels
+LAYER_GRAD_BLOCKS = (64, 64, 8, 2)  # BLOCK_M, BLOCK_N, warps, stages
 
 
 def padded_width(k: int, multiple: int = 8) -> int:
@@ -90,6 +93,41 @@ if triton is not None:
         out = tl.where(xv > 0, acc, tl.zeros_like(acc)).to(out_ptr.dtype.element_ty)
         tl.store(out_ptr + off, out, mask=m)
         tl.atomic_add(gb_ptr + cols, tl.sum(out.to(tl.float32), 0), mask=cols < COLS)
+
+
+    @triton.jit
+    def _layer_grads_kernel(g_ptr, w_ptr, x_ptr, gx_ptr, gb_ptr, gw_ptr, P, stride_g, rows_per_split,
+                            N: tl.constexpr, K: tl.constexpr, COLS: tl.constexpr, INPUT_GRAD: tl.constexpr,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """For columns [n0, n0 + BLOCK_N) of the input and one split of the rows: gw += g^T x
+        (atomics, float32); with INPUT_GRAD also gx = (g @ w) * (x > 0) on columns < COLS
+        (unmasked after them) and its column sums added to gb. g is read once for both."""
+        cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        ns = tl.arange(0, N)
+        cmask = cols < K
+        start = tl.program_id(1) * rows_per_split
+        end = tl.minimum(start + rows_per_split, P)
+        if INPUT_GRAD:
+            w = tl.load(w_ptr + ns[:, None] * K + cols[None, :], mask=cmask[None, :], other=0.0)  # (N, BLOCK_N)
+            csum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        acc = tl.zeros((N, BLOCK_N), dtype=tl.float32)
+        for r0 in range(start, end, BLOCK_M):
+            rows = r0 + tl.arange(0, BLOCK_M)
+            rmask = rows < end
+            a = tl.load(g_ptr + rows[:, None] * stride_g + ns[None, :], mask=rmask[:, None], other=0.0)  # (M, N)
+            m = rmask[:, None] & cmask[None, :]
+            off = rows[:, None] * K + cols[None, :]
+            xv = tl.load(x_ptr + off, mask=m, other=0.0)  # (M, BLOCK_N)
+            acc = tl.dot(tl.trans(a), xv, acc)
+            if INPUT_GRAD:
+                gx = tl.dot(a, w)
+                keep = (xv > 0) | (cols[None, :] >= COLS)
+                gx = tl.where(keep, gx, tl.zeros_like(gx)).to(gx_ptr.dtype.element_ty)
+                tl.store(gx_ptr + off, gx, mask=m)
+                csum += tl.sum(gx.to(tl.float32), 0)
+        tl.atomic_add(gw_ptr + ns[:, None] * K + cols[None, :], acc, mask=cmask[None, :])
+        if INPUT_GRAD:
+            tl.atomic_add(gb_ptr + cols, csum, mask=cols < COLS)
 
 
 def relu_bias_grad(g: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,6 +190,48 @@ def _launch_input_grad(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: 
     return out, gb
 
 
+def layer_grads(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int,
+                input_grad: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """A layer's weight gradient and (``input_grad``) its input gradient through the ReLU
+    that made the first ``cols`` columns of its input, from one read of g: g (P, N) gradient
+    of its pre-activation, w (N, K) its weight, x (P, K) its input -> (g @ w with columns <
+    cols multiplied by (x > 0) (P, K) in g's dtype, the column sums of those columns (cols,)
+    float32, g^T x (N, K) float32); the first two are None without ``input_grad``."""
+    if _kernel_ok(g) and g.shape[1] in (16, 32, 64, 128, 256):
+        with hashgrid_triton.on_device(g):
+            out = hashgrid_triton.first_use(_layer_grads, lambda: _launch_layer_grads(g, w, x, cols, input_grad),
+                                            hashgrid_triton.disable)
+        if out is not None:
+            return out
+    gw = (g.t() @ x).float()
+    if not input_grad:
+        return None, None, gw
+    gx = g @ w
+    gx[:, :cols] *= x[:, :cols] > 0
+    return gx, gx[:, :cols].float().sum(0), gw
+
+
+def _launch_layer_grads(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int, input_grad: bool,
+                        blocks: tuple[int, int, int, int] | None = None):
+    if g.stride(1) != 1:
+        g = g.contiguous()
+    w, x = w.contiguous(), x.contiguous()
+    (P, N), K = g.shape, w.shape[1]
+    BLOCK_M, BLOCK_N, warps, stages = blocks or LAYER_GRAD_BLOCKS
+    BLOCK_N = min(BLOCK_N, triton.next_power_of_2(K))
+    col_blocks = triton.cdiv(K, BLOCK_N)
+    sms = torch.cuda.get_device_properties(g.device).multi_processor_count if g.is_cuda else 4
+    splits = max(1, min(triton.cdiv(P, BLOCK_M), 2 * sms // col_blocks))
+    rows_per_split = triton.cdiv(triton.cdiv(P, splits), BLOCK_M) * BLOCK_M
+    gx = torch.empty(P, K, device=g.device, dtype=g.dtype) if input_grad else None
+    gb = torch.zeros(max(cols, 1), device=g.device, dtype=torch.float32)
+    gw = torch.zeros(N, K, device=g.device, dtype=torch.float32)
+    _layer_grads_kernel[(col_blocks, triton.cdiv(P, rows_per_split))](
+        g, w, x, gx if input_grad else g, gb, gw, P, g.stride(0), rows_per_split, N, K, cols, input_grad,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=warps, num_stages=stages)
+    return (gx, gb[:cols], gw) if input_grad else (None, None, gw)
+
+
 class ReluLink:
     """Joins two fused layers: layer A's ReLU output is the first ``cols`` columns of layer
     B's input and goes nowhere else. B's backward then computes its input gradient through
@@ -186,13 +266,19 @@ class _LinearReLU(torch.autograd.Function):
             gp, gb, link.bias_grad = g, link.bias_grad, None
         else:
             gp, gb = relu_bias_grad(g, y)
-        gx = None
-        if ctx.needs_input_grad[0]:
-            if ctx.after is not None:
-                gx, ctx.after.bias_grad = input_grad_relu(gp, w, x, ctx.after.cols)
-            else:
-                gx = gp @ w
-        gw = (gp.t() @ x)[:, :ctx.k].float() if ctx.needs_input_grad[1] else None
+        after, gx, gw = ctx.after, None, None
+        if BACKWARD == "dual" and ctx.needs_input_grad[1]:
+            gx, gb_after, gw = layer_grads(gp, w, x, after.cols if after is not None else 0, ctx.needs_input_grad[0])
+            gw = gw[:, :ctx.k]
+            if after is not None and gx is not None:
+                after.bias_grad = gb_after
+        else:
+            if ctx.needs_input_grad[0]:
+                if after is not None:
+                    gx, after.bias_grad = input_grad_relu(gp, w, x, after.cols)
+                else:
+                    gx = gp @ w
+            gw = (gp.t() @ x)[:, :ctx.k].float() if ctx.needs_input_grad[1] else None
         return gx, gw, gb.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None, None, None
 
 
