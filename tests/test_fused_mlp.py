@@ -167,6 +167,25 @@ def test_the_triton_input_gradient_kernel_matches_pytorch(shape):
 
 
 @cuda
+@pytest.mark.parametrize("shape", [(1000, 256, 256, 256, True), (777, 256, 320, 256, True), (300, 128, 136, 128, True),
+                                   (500, 256, 64, 0, False)])
+def test_the_triton_layer_gradient_kernel_matches_pytorch(shape):
+    P, N, K, cols, input_grad = shape
+    g = torch.randn(P, N + 64, device="cuda", dtype=torch.bfloat16)[:, :N]
+    w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16) / 16
+    x = torch.relu(torch.randn(P, K, device="cuda", dtype=torch.bfloat16))
+    gx, gb, gw = fused_mlp._launch_layer_grads(g, w, x, cols, input_grad)
+    torch.testing.assert_close(gw, g.float().t() @ x.float(), rtol=1e-3, atol=1e-2)
+    if not input_grad:
+        assert gx is None and gb is None
+        return
+    ref = (g.float() @ w.float())
+    ref[:, :cols] *= x[:, :cols] > 0
+    torch.testing.assert_close(gx.float(), ref, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gb, gx[:, :cols].float().sum(0), rtol=1e-4, atol=1e-2)
+
+
+@cuda
 def test_the_field_under_bf16_autocast_runs_the_fused_layers_and_learns():
     torch.manual_seed(0)
     field = VanillaDynamicField(5, 3, density_activation="softplus").cuda()
