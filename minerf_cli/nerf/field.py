@@ -151,9 +151,11 @@ class VanillaDynamicField(Field):
 
     def forward_fused(self, x, viewdir, cond, latent, dtype: torch.dtype):
         """``forward`` through :func:`.fused_mlp.linear_relu` in ``dtype`` (what mixed
-        precision on CUDA runs): every ReLU layer's bias and ReLU in its matmul, and the
+        precision on CUDA runs): every ReLU layer's bias and ReLU in its matmul, the
         inputs of odd width (h0, the skip, the colour branch) padded with zero columns to a
-        multiple of 8. Same math as ``forward``; tests compare both (on CPU in float32)."""
+        multiple of 8, consecutive ReLU layers joined by :class:`.fused_mlp.ReluLink`, the
+        linear feature layer folded into the first colour layer. Same math as ``forward``;
+        tests compare both (on CPU in float64)."""
         from .fused_mlp import ReluLink, linear_relu, padded_width
 
         R, S, _ = x.shape
@@ -189,11 +191,17 @@ class VanillaDynamicField(Field):
         raw = F.linear(h, self.density_head.weight.to(dtype), self.density_head.bias.to(dtype))[:, 0].to(out)
         density = torch.relu(raw) if self.density_activation == "relu" else F.softplus(raw - 1.0)
         d = self.pe_dir(viewdir)[:, None, :].expand(R, S, self.pe_dir.out_dim).reshape(P, -1)
-        c = padded([F.linear(h, self.feature.weight.to(dtype), self.feature.bias.to(dtype)), d])
+        # the feature layer has no activation, so it folds into the first colour layer:
+        # W0 [W_f h + b_f; d] + b0 = (W0a W_f) h + W0b d + (W0a b_f + b0), one (P, 256) pass fewer
+        first = self.color_layers[0]
+        W0a, W0b = first.weight[:, :self.feature.out_features], first.weight[:, self.feature.out_features:]
+        W0 = torch.cat([W0a @ self.feature.weight, W0b], 1)
+        b0 = first.bias + W0a @ self.feature.bias
+        c = padded([h, d])
         after = None
         for k, layer in enumerate(self.color_layers):
             link = ReluLink(layer.out_features) if k + 1 < len(self.color_layers) else None
-            c = linear_relu(c, layer.weight, layer.bias, after, link)
+            c = linear_relu(c, *((W0, b0) if k == 0 else (layer.weight, layer.bias)), after, link)
             after = link
         rgb = torch.sigmoid(F.linear(c, self.rgb_head.weight.to(dtype), self.rgb_head.bias.to(dtype)).to(out))
         return density.reshape(R, S), rgb.reshape(R, S, 3)
