@@ -134,7 +134,7 @@ def time_variant(name: str, args, dev) -> dict:
                 step()
             sync(dev)
         key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
-        (args.out / f"profile_{name}.txt").write_text(prof.key_averages().table(sort_by=key, row_limit=40))
+        (args.out / f"profile_{name.replace('+', '_')}.txt").write_text(prof.key_averages().table(sort_by=key, row_limit=40))
     return row
 
 

@@ -45,12 +45,13 @@ def kept_samples(grid: OccupancyGrid, points: torch.Tensor) -> torch.Tensor:
 
 
 def visible_samples(t_coarse: torch.Tensor, weights_coarse: torch.Tensor, t: torch.Tensor,
-                    eps: float = HIDDEN_T) -> torch.Tensor:
+                    eps: float | None = None) -> torch.Tensor:
     """t_coarse (R, Sc) sorted, weights_coarse (R, Sc) of the coarse pass, t (R, S) sorted
     fine samples -> (R, S) bool: the coarse transmittance T_i = 1 - sum_{j<i} w_j at the
     start of the coarse interval [t_i, t_{i+1}) holding each sample is above ``eps`` (T
     only falls along the ray, so T_i bounds it from above). Samples before the first
-    coarse one read T_0 = 1."""
+    coarse one read T_0 = 1. ``eps`` defaults to :data:`HIDDEN_T`."""
+    eps = HIDDEN_T if eps is None else eps
     w = weights_coarse.float()
     T = 1.0 - (torch.cumsum(w, -1) - w)
     i = torch.searchsorted(t_coarse.contiguous(), t.contiguous(), right=True) - 1
