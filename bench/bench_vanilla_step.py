@@ -12,9 +12,7 @@ Variants, each timed over --steps steps after a warm-up (ms per step, steps/s):
 * ``+graph``: the step's forward and backward replayed as a CUDA graph
   (:mod:`minerf_cli.step_runner`, what `minerf train` does on CUDA);
 * ``-unlinked``: the fused layers without :class:`minerf_cli.nerf.fused_mlp.ReluLink` (each
-  layer masks its own ReLU gradient in a pass of its own, as before the links);
-* ``-split``: the input and weight gradients of a layer in two kernels
-  (``fused_mlp.BACKWARD = "split"``) instead of one.
+  layer masks its own ReLU gradient in a pass of its own, as before the links).
   The grid here is a head-sized ellipsoid (the ICT neutral mesh's bounds) inside the
   field's box, dilated by one cell like a trained grid; the rays cover the image of the
   box from 60 cm, as the trainer draws them. The share of samples kept is reported (the
@@ -96,7 +94,6 @@ def time_variant(name: str, args, dev) -> dict:
     from minerf_cli.train import FIELD_DEFAULTS, FIELD_OPTIONS
 
     fused_mlp.ReluLink = (lambda cols: None) if "-unlinked" in name else LINK  # (field.py imports it per call)
-    fused_mlp.BACKWARD = "split" if "-split" in name or "-unlinked" in name else "dual"
     torch.manual_seed(0)
     model = MINeRF(ModelConfig(field=args.field, frames_per_video=[100], occupancy_resolution=64,
                                field_options=dict(FIELD_OPTIONS[args.field]), **FIELD_DEFAULTS[args.field])).to(dev)

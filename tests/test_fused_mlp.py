@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from minerf_cli.nerf import fused_mlp
 from minerf_cli.nerf.field import VanillaDynamicField
-from minerf_cli.nerf.fused_mlp import ReluLink, input_grad_relu, linear_relu, padded_width, relu_bias_grad
+from minerf_cli.nerf.fused_mlp import ReluLink, layer_grads, linear_relu, padded_width, relu_bias_grad
 
 cuda = pytest.mark.skipif(not (torch.cuda.is_available() and fused_mlp.triton is not None), reason="needs CUDA and Triton")
 
@@ -51,12 +51,14 @@ def test_relu_bias_grad_masks_and_sums_columns():
     assert gp.tolist() == [[1.0, 0.0], [0.0, 4.0], [5.0, 6.0]] and gb.tolist() == [6.0, 10.0]
 
 
-def test_input_grad_relu_masks_the_relu_columns_and_sums_them():
+def test_layer_grads_masks_the_relu_columns_sums_them_and_gives_the_weight_gradient():
     g = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
     w = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]])  # g @ w = [[1, 2, 4], [3, -1, 5]]
     x = torch.tensor([[0.0, 5.0, 0.0], [2.0, 0.0, 0.0]])  # columns 0, 1 a ReLU's output; 2 not
-    gx, gb = input_grad_relu(g, w, x, cols=2)
+    gx, gb, gw = layer_grads(g, w, x, cols=2)
     assert gx.tolist() == [[0.0, 2.0, 4.0], [3.0, 0.0, 5.0]] and gb.tolist() == [3.0, 2.0]
+    assert gw.tolist() == [[6.0, 5.0, 0.0], [-2.0, 10.0, 0.0]]  # g^T x
+    assert layer_grads(g, w, x, cols=2, input_grad=False)[:2] == (None, None)
 
 
 @pytest.mark.parametrize("skip", [False, True])  # True: the link passes through a concatenation
@@ -76,6 +78,17 @@ def test_linked_layers_give_the_unlinked_gradients(skip):
 
     for linked, plain in zip(run(True), run(False)):
         torch.testing.assert_close(linked, plain)
+
+
+def test_a_frozen_linked_layer_still_passes_the_masked_gradient_on():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(20, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    w1, b1 = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    w2, b2 = torch.randn(3, 6, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    link = ReluLink(6)
+    y = linear_relu(linear_relu(x, w1, b1, link=link), w2, b2, after=link)
+    ref = torch.relu(F.linear(torch.relu(F.linear(x, w1, b1)), w2, b2))
+    torch.testing.assert_close(torch.autograd.grad(y.sum(), x)[0], torch.autograd.grad(ref.sum(), x)[0])
 
 
 def test_a_link_its_consumer_did_not_fill_leaves_the_masking_to_the_layer():
@@ -150,20 +163,6 @@ def test_the_triton_backward_kernel_matches_pytorch():
     ref = g * (y > 0)
     assert torch.equal(gp, ref)
     torch.testing.assert_close(gb, ref.float().sum(0), rtol=1e-4, atol=1e-3)
-
-
-@cuda
-@pytest.mark.parametrize("shape", [(1000, 256, 256, 256), (777, 256, 320, 256), (300, 128, 128, 128)])
-def test_the_triton_input_gradient_kernel_matches_pytorch(shape):
-    P, N, K, cols = shape
-    g = torch.randn(P, N + 64, device="cuda", dtype=torch.bfloat16)[:, :N]  # a column slice, read in place
-    w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16) / 16
-    x = torch.relu(torch.randn(P, K, device="cuda", dtype=torch.bfloat16))
-    gx, gb = fused_mlp._launch_input_grad(g, w, x, cols)
-    ref = (g.float() @ w.float())
-    ref[:, :cols] *= x[:, :cols] > 0
-    torch.testing.assert_close(gx.float(), ref, rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(gb, gx[:, :cols].float().sum(0), rtol=1e-4, atol=1e-2)
 
 
 @cuda

@@ -18,9 +18,14 @@ skip, 283 in the colour branch) fell back to slower matmul kernels.
   unchanged) and the padded columns get no gradient.
 * chained layers (:class:`ReluLink`): when a layer's output feeds only the next fused layer,
   that layer's backward computes its input gradient already through ReLU's mask, with the
-  column sums (the previous layer's bias gradient) in the same kernel
-  (:func:`input_grad_relu`), and the previous layer uses both as they are. Per chained layer
-  this saves two of the nine passes over the (P, N) activations a step makes.
+  column sums (the previous layer's bias gradient) in the same kernel, and the previous
+  layer uses both as they are;
+* the backward pass's two matmuls in one kernel (Triton, :func:`layer_grads`): the weight
+  gradient g^T x and the input gradient g W read g and x once.
+
+Per 256-wide layer this leaves five passes over its (P, N) activations (two forward, three
+backward) of the nine before; on an H100 the backward of one fine-pass layer went from 0.50
+to 0.33 ms (bench/bench_fused_mlp.py).
 
 The math is the same as ``torch.relu(F.linear(x, W, b))``; tests compare both. Shapes: P
 rows, K inputs (padded: Kp), N outputs.
@@ -44,10 +49,7 @@ except Exception:  # noqa: BLE001 - no Triton: the PyTorch backward
 
 
 verified = False  # the backward kernel has run in this process (a later failure is a real error)
-_input_grad = SimpleNamespace(verified=False)  # the same for the input-gradient kernel
-INPUT_GRAD_BLOCKS = (128, 128, 64, 8, 3)  # BLOCK_M, BLOCK_N, BLOCK_K, warps, stages (bench/bench_fused_mlp.py)
-_layer_grads = SimpleNamespace(verified=False)
-BACKWARD = "dual"  # "dual": layer_grads (weight and input gradients from one read of g); "split": two kernels
+_layer_grads = SimpleNamespace(verified=False)  # the same for the layer-gradient kernel
 LAYER_GRAD_BLOCKS = (64, 64, 8, 3)  # BLOCK_M, BLOCK_N, warps, stages (fastest on an H100, bench_fused_mlp.py)
 
 
@@ -71,29 +73,6 @@ if triton is not None:
         gp = tl.where(y > 0, g, tl.zeros_like(g))
         tl.store(gp_ptr + off, gp, mask=m)
         tl.atomic_add(gb_ptr + cols, tl.sum(gp.to(tl.float32), 0), mask=cols < N)
-
-    @triton.jit
-    def _input_grad_relu_kernel(g_ptr, w_ptr, x_ptr, out_ptr, gb_ptr, P, stride_g, N: tl.constexpr, K: tl.constexpr,
-                                COLS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                                BLOCK_K: tl.constexpr):
-        """out = (g @ w) * (x > 0) on columns < COLS (unmasked after them) for a tile; the
-        tile's column sums (columns < COLS) added to gb (float32)."""
-        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        rmask, cmask = rows < P, cols < K
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in tl.static_range(0, N, BLOCK_K):
-            ks = k0 + tl.arange(0, BLOCK_K)
-            a = tl.load(g_ptr + rows[:, None] * stride_g + ks[None, :], mask=rmask[:, None] & (ks[None, :] < N), other=0.0)
-            b = tl.load(w_ptr + ks[:, None] * K + cols[None, :], mask=(ks[:, None] < N) & cmask[None, :], other=0.0)
-            acc = tl.dot(a, b, acc)
-        m = rmask[:, None] & cmask[None, :]
-        off = rows[:, None] * K + cols[None, :]
-        xv = tl.load(x_ptr + off, mask=m & (cols[None, :] < COLS), other=1.0)
-        out = tl.where(xv > 0, acc, tl.zeros_like(acc)).to(out_ptr.dtype.element_ty)
-        tl.store(out_ptr + off, out, mask=m)
-        tl.atomic_add(gb_ptr + cols, tl.sum(out.to(tl.float32), 0), mask=cols < COLS)
-
 
     @triton.jit
     def _layer_grads_kernel(g_ptr, w_ptr, x_ptr, gx_ptr, gb_ptr, gw_ptr, P, stride_g, rows_per_split,
@@ -157,39 +136,6 @@ def _launch(g: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return gp, gb
 
 
-def input_grad_relu(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A layer's input gradient through the ReLU that made its input: g (P, N) gradient of
-    its pre-activation, w (N, K) its weight, x (P, K) its input, of which the first ``cols``
-    columns are a ReLU's output -> (g @ w with columns < cols multiplied by (x > 0) (P, K)
-    in g's dtype, the column sums of those columns (cols,) float32: the bias gradient of
-    the layer that made them)."""
-    if _kernel_ok(g):
-        with hashgrid_triton.on_device(g):
-            out = hashgrid_triton.first_use(_input_grad, lambda: _launch_input_grad(g, w, x, cols),
-                                            hashgrid_triton.disable)
-        if out is not None:
-            return out
-    gx = g @ w
-    gx[:, :cols] *= x[:, :cols] > 0
-    return gx, gx[:, :cols].float().sum(0)
-
-
-def _launch_input_grad(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int,
-                       blocks: tuple[int, int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    if g.stride(1) != 1:  # (a column slice, as the skip's concatenation passes back, is read in place)
-        g = g.contiguous()
-    w, x = w.contiguous(), x.contiguous()
-    (P, N), K = g.shape, w.shape[1]
-    out = torch.empty(P, K, device=g.device, dtype=g.dtype)
-    gb = torch.zeros(cols, device=g.device, dtype=torch.float32)
-    BLOCK_M, BLOCK_N, BLOCK_K, warps, stages = blocks or INPUT_GRAD_BLOCKS
-    BLOCK_N = min(BLOCK_N, triton.next_power_of_2(K))
-    _input_grad_relu_kernel[(triton.cdiv(P, BLOCK_M), triton.cdiv(K, BLOCK_N))](
-        g, w, x, out, gb, P, g.stride(0), N, K, cols, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=min(BLOCK_K, N),
-        num_warps=warps, num_stages=stages)
-    return out, gb
-
-
 def layer_grads(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int,
                 input_grad: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
     """A layer's weight gradient and (``input_grad``) its input gradient through the ReLU
@@ -204,11 +150,14 @@ def layer_grads(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int,
         if out is not None:
             return out
     gw = (g.t() @ x).float()
-    if not input_grad:
-        return None, None, gw
+    return (*_input_grad(g, w, x, cols), gw) if input_grad else (None, None, gw)
+
+
+def _input_grad(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch: g @ w with columns < cols masked by (x > 0), and those columns' sums (float32)."""
     gx = g @ w
     gx[:, :cols] *= x[:, :cols] > 0
-    return gx, gx[:, :cols].float().sum(0), gw
+    return gx, gx[:, :cols].float().sum(0)
 
 
 def _launch_layer_grads(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int, input_grad: bool,
@@ -236,7 +185,7 @@ class ReluLink:
     """Joins two fused layers: layer A's ReLU output is the first ``cols`` columns of layer
     B's input and goes nowhere else. B's backward then computes its input gradient through
     A's ReLU mask (zero where A's output is 0, which is where A's pre-activation is <= 0)
-    with the column sums in the same kernel (:func:`input_grad_relu`) and leaves the sums
+    with the column sums in the same kernel (:func:`layer_grads`) and leaves the sums
     here; A's backward takes the gradient as its masked one and the sums as its bias
     gradient. A link whose consumer did not fill it leaves A to do the masking itself."""
 
@@ -267,18 +216,14 @@ class _LinearReLU(torch.autograd.Function):
         else:
             gp, gb = relu_bias_grad(g, y)
         after, gx, gw = ctx.after, None, None
-        if BACKWARD == "dual" and ctx.needs_input_grad[1]:
-            gx, gb_after, gw = layer_grads(gp, w, x, after.cols if after is not None else 0, ctx.needs_input_grad[0])
+        cols = after.cols if after is not None else 0
+        if ctx.needs_input_grad[1]:
+            gx, gb_after, gw = layer_grads(gp, w, x, cols, ctx.needs_input_grad[0])
             gw = gw[:, :ctx.k]
-            if after is not None and gx is not None:
-                after.bias_grad = gb_after
-        else:
-            if ctx.needs_input_grad[0]:
-                if after is not None:
-                    gx, after.bias_grad = input_grad_relu(gp, w, x, after.cols)
-                else:
-                    gx = gp @ w
-            gw = (gp.t() @ x)[:, :ctx.k].float() if ctx.needs_input_grad[1] else None
+        elif ctx.needs_input_grad[0]:  # (a frozen weight)
+            gx, gb_after = _input_grad(gp, w, x, cols)
+        if after is not None and gx is not None:
+            after.bias_grad = gb_after
         return gx, gw, gb.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None, None, None
 
 
