@@ -55,10 +55,15 @@ def test_layer_grads_masks_the_relu_columns_sums_them_and_gives_the_weight_gradi
     g = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
     w = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]])  # g @ w = [[1, 2, 4], [3, -1, 5]]
     x = torch.tensor([[0.0, 5.0, 0.0], [2.0, 0.0, 0.0]])  # columns 0, 1 a ReLU's output; 2 not
-    gx, gb, gw = layer_grads(g, w, x, cols=2)
+    gx, gb, gw, gs = layer_grads(g, w, x, cols=2)
     assert gx.tolist() == [[0.0, 2.0, 4.0], [3.0, 0.0, 5.0]] and gb.tolist() == [3.0, 2.0]
-    assert gw.tolist() == [[6.0, 5.0, 0.0], [-2.0, 10.0, 0.0]]  # g^T x
+    assert gw.tolist() == [[6.0, 5.0, 0.0], [-2.0, 10.0, 0.0]] and gs is None  # g^T x
     assert layer_grads(g, w, x, cols=2, input_grad=False)[:2] == (None, None)
+    # a one-output head on the same input: u its output's gradient, v its weight
+    u, v = torch.tensor([1.0, -1.0]), torch.tensor([1.0, 1.0, 0.0])
+    gx, gb, _, gs = layer_grads(g, w, x, cols=2, side=(u, v))  # g @ w + u v^T = [[2, 3, 4], [2, -2, 5]]
+    assert gx.tolist() == [[0.0, 3.0, 4.0], [2.0, 0.0, 5.0]] and gb.tolist() == [2.0, 3.0]
+    assert gs.tolist() == [-2.0, 5.0, 0.0]  # u^T x
 
 
 @pytest.mark.parametrize("skip", [False, True])  # True: the link passes through a concatenation
@@ -173,12 +178,14 @@ def test_the_triton_layer_gradient_kernel_matches_pytorch(shape):
     g = torch.randn(P, N + 64, device="cuda", dtype=torch.bfloat16)[:, :N]
     w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16) / 16
     x = torch.relu(torch.randn(P, K, device="cuda", dtype=torch.bfloat16))
-    gx, gb, gw = fused_mlp._launch_layer_grads(g, w, x, cols, input_grad)
+    u, v = torch.randn(P, device="cuda", dtype=torch.bfloat16), torch.randn(K, device="cuda")  # a side head
+    gx, gb, gw, gs = fused_mlp._launch_layer_grads(g, w, x, cols, input_grad, (u, v))
     torch.testing.assert_close(gw, g.float().t() @ x.float(), rtol=1e-3, atol=1e-2)
+    torch.testing.assert_close(gs, u.float() @ x.float(), rtol=1e-3, atol=1e-2)
     if not input_grad:
         assert gx is None and gb is None
         return
-    ref = (g.float() @ w.float())
+    ref = (g.float() @ w.float()) + u.float()[:, None] * v[None, :]
     ref[:, :cols] *= x[:, :cols] > 0
     torch.testing.assert_close(gx.float(), ref, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(gb, gx[:, :cols].float().sum(0), rtol=1e-4, atol=1e-2)

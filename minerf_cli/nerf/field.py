@@ -154,9 +154,10 @@ class VanillaDynamicField(Field):
         precision on CUDA runs): every ReLU layer's bias and ReLU in its matmul, the
         inputs of odd width (h0, the skip, the colour branch) padded with zero columns to a
         multiple of 8, consecutive ReLU layers joined by :class:`.fused_mlp.ReluLink`, the
-        linear feature layer folded into the first colour layer. Same math as ``forward``;
+        linear feature layer folded into the first colour layer and the density head run
+        beside it (:func:`.fused_mlp.linear_relu_with_head`). Same math as ``forward``;
         tests compare both (on CPU in float64)."""
-        from .fused_mlp import ReluLink, linear_relu, padded_width
+        from .fused_mlp import ReluLink, linear_relu, linear_relu_with_head, padded_width
 
         R, S, _ = x.shape
         P = R * S
@@ -175,8 +176,9 @@ class VanillaDynamicField(Field):
         h0 = padded([pe] if shared else [pe, per_sample(cond, R, S).reshape(P, -1), per_sample(latent, R, S).reshape(P, -1)])
         h, takes_h0, after = h0, True, None
         for k, layer in enumerate(self.trunk):
-            # each trunk layer's output feeds only the next (ReluLink), the last one's the heads
-            link = ReluLink(layer.out_features) if k + 1 < len(self.trunk) else None
+            # each trunk layer's output feeds only the next (ReluLink); the last one's only the
+            # first colour layer, which runs the density head beside it
+            link = ReluLink(layer.out_features)
             if shared and takes_h0:  # input [h_prev; x-encoding; padding], codes from column `start` on
                 start = h.shape[1] - h0.shape[1] + pe.shape[1]
                 W = layer.weight
@@ -187,9 +189,6 @@ class VanillaDynamicField(Field):
             takes_h0 = k in self.skips
             if takes_h0:
                 h = torch.cat([h, h0], -1)
-        out = torch.promote_types(dtype, torch.float32)  # density and colour in float32 (float64 stays)
-        raw = F.linear(h, self.density_head.weight.to(dtype), self.density_head.bias.to(dtype))[:, 0].to(out)
-        density = torch.relu(raw) if self.density_activation == "relu" else F.softplus(raw - 1.0)
         d = self.pe_dir(viewdir)[:, None, :].expand(R, S, self.pe_dir.out_dim).reshape(P, -1)
         # the feature layer has no activation, so it folds into the first colour layer:
         # W0 [W_f h + b_f; d] + b0 = (W0a W_f) h + W0b d + (W0a b_f + b0), one (P, 256) pass fewer
@@ -197,11 +196,16 @@ class VanillaDynamicField(Field):
         W0a, W0b = first.weight[:, :self.feature.out_features], first.weight[:, self.feature.out_features:]
         W0 = torch.cat([W0a @ self.feature.weight, W0b], 1)
         b0 = first.bias + W0a @ self.feature.bias
-        c = padded([h, d])
-        after = None
-        for k, layer in enumerate(self.color_layers):
+        link = ReluLink(first.out_features) if len(self.color_layers) > 1 else None
+        c, raw = linear_relu_with_head(padded([h, d]), W0, b0, self.density_head.weight, self.density_head.bias,
+                                       after, link)
+        after = link
+        for k, layer in enumerate(self.color_layers[1:], 1):
             link = ReluLink(layer.out_features) if k + 1 < len(self.color_layers) else None
-            c = linear_relu(c, *((W0, b0) if k == 0 else (layer.weight, layer.bias)), after, link)
+            c = linear_relu(c, layer.weight, layer.bias, after, link)
             after = link
+        out = torch.promote_types(dtype, torch.float32)  # density and colour in float32 (float64 stays)
+        raw = raw[:, 0].to(out)
+        density = torch.relu(raw) if self.density_activation == "relu" else F.softplus(raw - 1.0)
         rgb = torch.sigmoid(F.linear(c, self.rgb_head.weight.to(dtype), self.rgb_head.bias.to(dtype)).to(out))
         return density.reshape(R, S), rgb.reshape(R, S, 3)

@@ -75,12 +75,14 @@ if triton is not None:
         tl.atomic_add(gb_ptr + cols, tl.sum(gp.to(tl.float32), 0), mask=cols < N)
 
     @triton.jit
-    def _layer_grads_kernel(g_ptr, w_ptr, x_ptr, gx_ptr, gb_ptr, gw_ptr, P, stride_g, rows_per_split,
-                            N: tl.constexpr, K: tl.constexpr, COLS: tl.constexpr, INPUT_GRAD: tl.constexpr,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    def _layer_grads_kernel(g_ptr, w_ptr, x_ptr, gx_ptr, gb_ptr, gw_ptr, u_ptr, v_ptr, gs_ptr, P, stride_g,
+                            rows_per_split, N: tl.constexpr, K: tl.constexpr, COLS: tl.constexpr,
+                            INPUT_GRAD: tl.constexpr, SIDE: tl.constexpr, BLOCK_M: tl.constexpr,
+                            BLOCK_N: tl.constexpr):
         """For columns [n0, n0 + BLOCK_N) of the input and one split of the rows: gw += g^T x
-        (atomics, float32); with INPUT_GRAD also gx = (g @ w) * (x > 0) on columns < COLS
-        (unmasked after them) and its column sums added to gb. g is read once for both."""
+        (atomics, float32); with INPUT_GRAD also gx = (g @ w [+ u v^T]) * (x > 0) on columns
+        < COLS (unmasked after them) and its column sums added to gb; with SIDE gs += u^T x
+        (a one-output head on the same input: u its gradient, v its weight). g is read once."""
         cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         ns = tl.arange(0, N)
         cmask = cols < K
@@ -89,6 +91,9 @@ if triton is not None:
         if INPUT_GRAD:
             w = tl.load(w_ptr + ns[:, None] * K + cols[None, :], mask=cmask[None, :], other=0.0)  # (N, BLOCK_N)
             csum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        if SIDE:
+            v = tl.load(v_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+            ssum = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc = tl.zeros((N, BLOCK_N), dtype=tl.float32)
         for r0 in range(start, end, BLOCK_M):
             rows = r0 + tl.arange(0, BLOCK_M)
@@ -98,8 +103,13 @@ if triton is not None:
             off = rows[:, None] * K + cols[None, :]
             xv = tl.load(x_ptr + off, mask=m, other=0.0)  # (M, BLOCK_N)
             acc = tl.dot(tl.trans(a), xv, acc)
+            if SIDE:
+                u = tl.load(u_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+                ssum += tl.sum(u[:, None] * xv.to(tl.float32), 0)
             if INPUT_GRAD:
                 gx = tl.dot(a, w)
+                if SIDE:
+                    gx += u[:, None] * v[None, :]
                 keep = (xv > 0) | (cols[None, :] >= COLS)
                 gx = tl.where(keep, gx, tl.zeros_like(gx)).to(gx_ptr.dtype.element_ty)
                 tl.store(gx_ptr + off, gx, mask=m)
@@ -107,7 +117,8 @@ if triton is not None:
         tl.atomic_add(gw_ptr + ns[:, None] * K + cols[None, :], acc, mask=cmask[None, :])
         if INPUT_GRAD:
             tl.atomic_add(gb_ptr + cols, csum, mask=cols < COLS)
-
+        if SIDE:
+            tl.atomic_add(gs_ptr + cols, ssum, mask=cmask)
 
 def relu_bias_grad(g: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient through ReLU and the bias: g (P, N) w.r.t. y = relu(z), y (P, N) ->
@@ -118,7 +129,7 @@ def relu_bias_grad(g: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
         if out is not None:
             return out
     gp = g * (y > 0)
-    return gp, gp.float().sum(0)
+    return gp, gp.to(_acc(gp)).sum(0)
 
 
 def _kernel_ok(g: torch.Tensor) -> bool:
@@ -136,31 +147,45 @@ def _launch(g: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return gp, gb
 
 
-def layer_grads(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int,
-                input_grad: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+def layer_grads(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int, input_grad: bool = True,
+                side: tuple[torch.Tensor, torch.Tensor] | None = None):
     """A layer's weight gradient and (``input_grad``) its input gradient through the ReLU
     that made the first ``cols`` columns of its input, from one read of g: g (P, N) gradient
-    of its pre-activation, w (N, K) its weight, x (P, K) its input -> (g @ w with columns <
-    cols multiplied by (x > 0) (P, K) in g's dtype, the column sums of those columns (cols,)
-    float32, g^T x (N, K) float32); the first two are None without ``input_grad``."""
+    of its pre-activation, w (N, K) its weight, x (P, K) its input; ``side`` (u (P,), v (K,)):
+    a one-output linear head on the same input, u the gradient of its output, v its weight
+    (zero-padded to K) -> (gx = (g @ w + u v^T) with columns < cols multiplied by (x > 0)
+    (P, K) in g's dtype, the column sums of those columns (cols,) float32, g^T x (N, K)
+    float32, u^T x (K,) float32 or None); gx and its sums are None without ``input_grad``."""
     if _kernel_ok(g) and g.shape[1] in (16, 32, 64, 128, 256):
         with hashgrid_triton.on_device(g):
-            out = hashgrid_triton.first_use(_layer_grads, lambda: _launch_layer_grads(g, w, x, cols, input_grad),
+            out = hashgrid_triton.first_use(_layer_grads, lambda: _launch_layer_grads(g, w, x, cols, input_grad, side),
                                             hashgrid_triton.disable)
         if out is not None:
             return out
-    gw = (g.t() @ x).float()
-    return (*_input_grad(g, w, x, cols), gw) if input_grad else (None, None, gw)
-
-
-def _input_grad(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch: g @ w with columns < cols masked by (x > 0), and those columns' sums (float32)."""
+    acc = _acc(g)
+    gw = (g.t() @ x).to(acc)
+    gs = None if side is None else side[0].to(acc) @ x.to(acc)
+    if not input_grad:
+        return None, None, gw, gs
     gx = g @ w
+    if side is not None:
+        gx += (side[0].to(acc)[:, None] * side[1].to(acc)[None, :]).to(gx.dtype)
+    return (*_mask_and_sum(gx, x, cols), gw, gs)
+
+
+def _mask_and_sum(gx: torch.Tensor, x: torch.Tensor, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch: gx with columns < cols masked by (x > 0) (in place), and those columns' sums (float32)."""
     gx[:, :cols] *= x[:, :cols] > 0
-    return gx, gx[:, :cols].float().sum(0)
+    return gx, gx[:, :cols].to(_acc(gx)).sum(0)
+
+
+def _acc(t: torch.Tensor) -> torch.dtype:
+    """The dtype sums over rows run in: float32, or t's if wider (the float64 tests)."""
+    return torch.promote_types(t.dtype, torch.float32)
 
 
 def _launch_layer_grads(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int, input_grad: bool,
+                        side: tuple[torch.Tensor, torch.Tensor] | None = None,
                         blocks: tuple[int, int, int, int] | None = None):
     if g.stride(1) != 1:
         g = g.contiguous()
@@ -175,10 +200,16 @@ def _launch_layer_grads(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols:
     gx = torch.empty(P, K, device=g.device, dtype=g.dtype) if input_grad else None
     gb = torch.zeros(max(cols, 1), device=g.device, dtype=torch.float32)
     gw = torch.zeros(N, K, device=g.device, dtype=torch.float32)
+    if side is not None:
+        u, v = side[0].contiguous(), side[1].float().contiguous()
+        gs = torch.zeros(K, device=g.device, dtype=torch.float32)
+    else:
+        u = v = gs = gb
     _layer_grads_kernel[(col_blocks, triton.cdiv(P, rows_per_split))](
-        g, w, x, gx if input_grad else g, gb, gw, P, g.stride(0), rows_per_split, N, K, cols, input_grad,
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=warps, num_stages=stages)
-    return (gx, gb[:cols], gw) if input_grad else (None, None, gw)
+        g, w, x, gx if input_grad else g, gb, gw, u, v, gs, P, g.stride(0), rows_per_split, N, K, cols, input_grad,
+        side is not None, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=warps, num_stages=stages)
+    gs = gs if side is not None else None
+    return (gx, gb[:cols], gw, gs) if input_grad else (None, None, gw, gs)
 
 
 class ReluLink:
@@ -197,34 +228,54 @@ class ReluLink:
 
 class _LinearReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, after, link):
+    def forward(ctx, x, weight, bias, after, link, head_weight, head_bias):
         k = weight.shape[1]
         w = weight.to(x.dtype)
         if x.shape[1] != k:  # zero columns for the caller's padding
             w = F.pad(w, (0, x.shape[1] - k))
         y = torch._addmm_activation(bias.to(x.dtype), x, w.t())
-        ctx.save_for_backward(x, w, y)
+        ctx.save_for_backward(x, w, y, head_weight)
         ctx.k, ctx.bias_dtype, ctx.after, ctx.link = k, bias.dtype, after, link
-        return y
+        if head_weight is None:
+            return y
+        head = F.linear(x[:, :head_weight.shape[1]], head_weight.to(x.dtype), head_bias.to(x.dtype))
+        return y, head
 
     @staticmethod
-    def backward(ctx, g):
-        x, w, y = ctx.saved_tensors
+    def backward(ctx, g, g_head=None):
+        x, w, y, head_weight = ctx.saved_tensors
         link = ctx.link
         if link is not None and link.bias_grad is not None:  # the next layer masked g and summed it
             gp, gb, link.bias_grad = g, link.bias_grad, None
         else:
             gp, gb = relu_bias_grad(g, y)
-        after, gx, gw = ctx.after, None, None
+        after, gx, gw, gs = ctx.after, None, None, None
         cols = after.cols if after is not None else 0
+        side = None
+        if head_weight is not None:
+            v = F.pad(head_weight[0].to(_acc(x)), (0, x.shape[1] - head_weight.shape[1]))
+            side = (g_head[:, 0], v)
         if ctx.needs_input_grad[1]:
-            gx, gb_after, gw = layer_grads(gp, w, x, cols, ctx.needs_input_grad[0])
+            gx, gb_after, gw, gs = layer_grads(gp, w, x, cols, ctx.needs_input_grad[0], side)
             gw = gw[:, :ctx.k]
         elif ctx.needs_input_grad[0]:  # (a frozen weight)
-            gx, gb_after = _input_grad(gp, w, x, cols)
+            gx, gb_after, _, gs = layer_grads(gp, w, x, cols, True, side)
         if after is not None and gx is not None:
             after.bias_grad = gb_after
-        return gx, gw, gb.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None, None, None
+        head_grads = (None, None)
+        if head_weight is not None:
+            if gs is None:
+                gs = g_head[:, 0].to(_acc(x)) @ x.to(_acc(x))
+            head_grads = (gs[None, :head_weight.shape[1]].to(head_weight.dtype) if ctx.needs_input_grad[5] else None,
+                          g_head.to(_acc(x)).sum(0).to(head_weight.dtype) if ctx.needs_input_grad[6] else None)
+        return gx, gw, gb.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None, None, None, *head_grads
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, after: ReluLink | None) -> None:
+    if x.dim() != 2 or x.shape[1] < weight.shape[1]:
+        raise ValueError(f"linear_relu: x must be (P, >= {weight.shape[1]}), got {tuple(x.shape)}")
+    if after is not None and after.cols > x.shape[1]:
+        raise ValueError(f"linear_relu: a link of {after.cols} columns into an input of {x.shape[1]}")
 
 
 def linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, after: ReluLink | None = None,
@@ -237,8 +288,20 @@ def linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, after
     that gets it as ``after``; ``after``: the link of the layer whose output x's first
     columns are (the input gradient returned for those columns is then already masked by
     that layer's ReLU, which is all that layer needs of it)."""
-    if x.dim() != 2 or x.shape[1] < weight.shape[1]:
-        raise ValueError(f"linear_relu: x must be (P, >= {weight.shape[1]}), got {tuple(x.shape)}")
-    if after is not None and after.cols > x.shape[1]:
-        raise ValueError(f"linear_relu: a link of {after.cols} columns into an input of {x.shape[1]}")
-    return _LinearReLU.apply(x, weight, bias, after, link)
+    _check(x, weight, after)
+    return _LinearReLU.apply(x, weight, bias, after, link, None, None)
+
+
+def linear_relu_with_head(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, head_weight: torch.Tensor,
+                          head_bias: torch.Tensor, after: ReluLink | None = None,
+                          link: ReluLink | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`linear_relu` and a one-output linear head on the first columns of the same
+    input (the vanilla field's density head beside its first colour layer): head_weight
+    (1, H), head_bias (1,) -> (relu(x W^T + b) (P, N), x[:, :H] head_weight^T + head_bias
+    (P, 1)), both in x's dtype. The head's share of x's gradient is added inside the
+    layer's backward kernel, before the mask of ``after``, so x's producer can be linked."""
+    _check(x, weight, after)
+    if head_weight.shape[0] != 1 or head_weight.shape[1] > x.shape[1]:
+        raise ValueError(f"linear_relu_with_head: a head of one output on <= {x.shape[1]} columns, "
+                         f"got {tuple(head_weight.shape)}")
+    return _LinearReLU.apply(x, weight, bias, after, link, head_weight, head_bias)
