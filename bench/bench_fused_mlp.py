@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-DUAL = [(64, 64, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (64, 32, 4, 2), (128, 64, 8, 2), (64, 64, 8, 3), (32, 128, 8, 2)]
+DUAL = [(64, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 4), (64, 64, 4, 4), (128, 64, 8, 3), (128, 64, 8, 4),
+        (32, 64, 4, 3), (64, 64, 8, 2)]
 SHAPES = [(256, 256, 256), (256, 320, 256), (128, 128, 128)]  # (N, K, ReLU columns): g (P, N), w (N, K), x (P, K)
 
 
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
                 row[name] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
 
         for b in DUAL:
-            attempt("dual " + "/".join(map(str, b)), lambda b=b: fused_mlp._launch_layer_grads(g, w, x, cols, True, b),
+            attempt("dual " + "/".join(map(str, b)), lambda b=b: fused_mlp._launch_layer_grads(g, w, x, cols, True, blocks=b),
                     lambda out: max(float((out[0].float() - ref).abs().max()), float((out[2] - ref_w).abs().max() / ref_w.abs().max())))
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
