@@ -18,7 +18,8 @@ for mode in $MODES; do
     extra=""
     [ "$field" = fast ] && extra="--rays 4096 --frames-per-step 2 --lr 1e-3 --lr-final 1e-4 --grid-lr-scale 10"
     # shellcheck disable=SC2086
-    python3 -c 'import os, sys; import minerf_cli.nerf.packing as p; p.HIDDEN_T = float(os.environ.get("HIDDEN_T", p.HIDDEN_T)); from minerf_cli.app import main; sys.argv[0] = "minerf"; sys.exit(main())' \
+    # (the installed package: from the checkout, minerf_cli.commands is ./commands and not found)
+    python3 -c 'import os, sys; sys.path = [q for q in sys.path if q not in ("", ".")]; import minerf_cli.nerf.packing as p; p.HIDDEN_T = float(os.environ.get("HIDDEN_T", p.HIDDEN_T)); from minerf_cli.app import main; sys.argv[0] = "minerf"; sys.exit(main())' \
         -q train --ids "$STORE" -o "$run" --field "$field" --steps "$STEPS" --smooth-after 0 --val-every 100000 \
         --checkpoint-every 100000 --test-frames 2 --force $extra $flags > "$run.json"
     python3 - "$run" "$mode" <<'PY'
