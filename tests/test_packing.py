@@ -123,18 +123,22 @@ def _rays(n=16):
     return head_rays(K, pose, ij[:n])
 
 
-@pytest.mark.parametrize("field", ["vanilla", "fast"])
-def test_packed_rendering_with_every_cell_occupied_is_the_full_rendering(field):
-    model = _model(field)
+def _full_and_packed(model):
+    """The same rays rendered with every sample and packed at full capacity (same noise)."""
     o, d = _rays()
     cond, lat, bg = torch.randn(model.conditioning.out_dim), torch.randn(4), torch.rand(len(o), 3)
     torch.manual_seed(5)
     full = model.render_rays(o, d, cond, lat, bg)
     torch.manual_seed(5)
-    packed = model.render_rays(o, d, cond, lat, bg, pack=(len(o) * 7, len(o) * 15))
+    return full, model.render_rays(o, d, cond, lat, bg, pack=(len(o) * 7, len(o) * 15)), len(o)
+
+
+@pytest.mark.parametrize("field", ["vanilla", "fast"])
+def test_packed_rendering_with_every_cell_occupied_is_the_full_rendering(field):
+    full, packed, n = _full_and_packed(_model(field))
     coarse_kept, fine_kept = packed["packed"].tolist()
-    assert coarse_kept == len(o) * 7  # all but each ray's background sample
-    assert fine_kept <= len(o) * 15  # the fine pass also skips samples hidden behind the coarse pass's opacity
+    assert coarse_kept == n * 7  # all but each ray's background sample
+    assert fine_kept <= n * 15  # the fine pass also skips samples hidden behind the coarse pass's opacity
     for key in ("rgb", "opacity"):  # ... which carry at most HIDDEN_T of a ray
         assert torch.allclose(packed[key], full[key], atol=1e-3), key
 
@@ -166,12 +170,7 @@ def test_packed_fine_pass_skips_samples_behind_an_opaque_coarse_surface():
     with torch.no_grad():
         for f in (model.coarse, model.fine):
             f.density_head.bias.fill_(60.0)  # softplus(59) ~ 59 per cm: opaque within a sample
-    o, d = _rays()
-    cond, lat, bg = torch.randn(model.conditioning.out_dim), torch.randn(4), torch.rand(len(o), 3)
-    torch.manual_seed(5)
-    full = model.render_rays(o, d, cond, lat, bg)
-    torch.manual_seed(5)
-    packed = model.render_rays(o, d, cond, lat, bg, pack=(len(o) * 7, len(o) * 15))
+    full, packed, n = _full_and_packed(model)
     coarse_kept, fine_kept = packed["packed"].tolist()
-    assert coarse_kept == len(o) * 7 and fine_kept < len(o) * 15 // 2
+    assert coarse_kept == n * 7 and fine_kept < n * 15 // 2
     assert torch.allclose(packed["rgb"], full["rgb"], atol=1e-3)

@@ -21,7 +21,10 @@ skip, 283 in the colour branch) fell back to slower matmul kernels.
   column sums (the previous layer's bias gradient) in the same kernel, and the previous
   layer uses both as they are;
 * the backward pass's two matmuls in one kernel (Triton, :func:`layer_grads`): the weight
-  gradient g^T x and the input gradient g W read g and x once.
+  gradient g^T x and the input gradient g W read g and x once;
+* a one-output linear head on a layer's input (:func:`linear_relu_with_head`, the density head
+  beside the first colour layer): its gradient joins the same kernel, so the input's producer
+  stays linked.
 
 Per 256-wide layer this leaves five passes over its (P, N) activations (two forward, three
 backward) of the nine before; on an H100 the backward of one fine-pass layer went from 0.50
@@ -119,6 +122,7 @@ if triton is not None:
             tl.atomic_add(gb_ptr + cols, csum, mask=cols < COLS)
         if SIDE:
             tl.atomic_add(gs_ptr + cols, ssum, mask=cmask)
+
 
 def relu_bias_grad(g: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient through ReLU and the bias: g (P, N) w.r.t. y = relu(z), y (P, N) ->
