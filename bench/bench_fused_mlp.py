@@ -7,7 +7,7 @@ trunk layers, the skip layer's 320-column input, the 128-wide colour layers):
 
 * ``unlinked``: ReLU's mask and bias sums (fused_mlp.relu_bias_grad), then the input- and
   weight-gradient matmuls (cuBLAS; what every layer ran before fused_mlp.layer_grads);
-* ``dual BM/BN/warps/stages``: both gradients, the mask of the input's ReLU and its column
+* ``dual BM/BN/warps/stages/load_t``: both gradients, the mask of the input's ReLU and its column
   sums from one read of g (fused_mlp.layer_grads, Triton), under each block configuration
   tried (fused_mlp.LAYER_GRAD_BLOCKS is the default).
 
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-DUAL = [(64, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 4), (64, 64, 4, 4), (128, 64, 8, 3), (128, 64, 8, 4),
-        (32, 64, 4, 3), (64, 64, 8, 2)]
+DUAL = [(64, 64, 8, 3, False), (64, 64, 8, 3, True), (64, 32, 4, 3, False), (64, 32, 4, 3, True),
+        (64, 32, 8, 3, True), (32, 64, 8, 3, True), (64, 64, 8, 4, True), (64, 64, 4, 3, True)]
 SHAPES = [(256, 256, 256), (256, 320, 256), (128, 128, 128)]  # (N, K, ReLU columns): g (P, N), w (N, K), x (P, K)
 
 

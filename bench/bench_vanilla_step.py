@@ -146,7 +146,11 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--device", default="auto")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--blocks", help="fused_mlp.LAYER_GRAD_BLOCKS to use, e.g. 64,64,8,3,0 (bench_fused_mlp.py's names)")
     args = p.parse_args(argv)
+    if args.blocks:
+        fused_mlp.LAYER_GRAD_BLOCKS = tuple(int(v) for v in args.blocks.replace("True", "1").replace("False", "0")
+                                            .replace("/", ",").split(","))
     from minerf_cli.devices import resolve_device
 
     dev = resolve_device(args.device)
@@ -156,6 +160,7 @@ def main(argv=None) -> int:
         rows.append(time_variant(name, args, dev))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "rays": args.rays,
+              "layer_grad_blocks": list(fused_mlp.LAYER_GRAD_BLOCKS),
               "variants": rows}
     (args.out / "vanilla_step.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

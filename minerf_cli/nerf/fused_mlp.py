@@ -53,7 +53,7 @@ except Exception:  # noqa: BLE001 - no Triton: the PyTorch backward
 
 verified = False  # the backward kernel has run in this process (a later failure is a real error)
 _layer_grads = SimpleNamespace(verified=False)  # the same for the layer-gradient kernel
-LAYER_GRAD_BLOCKS = (64, 64, 8, 3)  # BLOCK_M, BLOCK_N, warps, stages (fastest on an H100, bench_fused_mlp.py)
+LAYER_GRAD_BLOCKS = (64, 64, 8, 3, False)  # BLOCK_M, BLOCK_N, warps, stages, LOAD_T (fastest on an H100, bench_fused_mlp.py)
 
 
 def padded_width(k: int, multiple: int = 8) -> int:
@@ -81,11 +81,12 @@ if triton is not None:
     def _layer_grads_kernel(g_ptr, w_ptr, x_ptr, gx_ptr, gb_ptr, gw_ptr, u_ptr, v_ptr, gs_ptr, P, stride_g,
                             rows_per_split, N: tl.constexpr, K: tl.constexpr, COLS: tl.constexpr,
                             INPUT_GRAD: tl.constexpr, SIDE: tl.constexpr, BLOCK_M: tl.constexpr,
-                            BLOCK_N: tl.constexpr):
+                            BLOCK_N: tl.constexpr, LOAD_T: tl.constexpr):
         """For columns [n0, n0 + BLOCK_N) of the input and one split of the rows: gw += g^T x
         (atomics, float32); with INPUT_GRAD also gx = (g @ w [+ u v^T]) * (x > 0) on columns
         < COLS (unmasked after them) and its column sums added to gb; with SIDE gs += u^T x
-        (a one-output head on the same input: u its gradient, v its weight). g is read once."""
+        (a one-output head on the same input: u its gradient, v its weight). g is read once
+        (LOAD_T: its transpose for g^T x loaded again from cache instead of permuted)."""
         cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         ns = tl.arange(0, N)
         cmask = cols < K
@@ -105,7 +106,11 @@ if triton is not None:
             m = rmask[:, None] & cmask[None, :]
             off = rows[:, None] * K + cols[None, :]
             xv = tl.load(x_ptr + off, mask=m, other=0.0)  # (M, BLOCK_N)
-            acc = tl.dot(tl.trans(a), xv, acc)
+            if LOAD_T:
+                at = tl.load(g_ptr + rows[None, :] * stride_g + ns[:, None], mask=rmask[None, :], other=0.0)
+                acc = tl.dot(at, xv, acc)
+            else:
+                acc = tl.dot(tl.trans(a), xv, acc)
             if SIDE:
                 u = tl.load(u_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
                 ssum += tl.sum(u[:, None] * xv.to(tl.float32), 0)
@@ -190,12 +195,12 @@ def _acc(t: torch.Tensor) -> torch.dtype:
 
 def _launch_layer_grads(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols: int, input_grad: bool,
                         side: tuple[torch.Tensor, torch.Tensor] | None = None,
-                        blocks: tuple[int, int, int, int] | None = None):
+                        blocks: tuple[int, int, int, int, bool] | None = None):
     if g.stride(1) != 1:
         g = g.contiguous()
     w, x = w.contiguous(), x.contiguous()
     (P, N), K = g.shape, w.shape[1]
-    BLOCK_M, BLOCK_N, warps, stages = blocks or LAYER_GRAD_BLOCKS
+    BLOCK_M, BLOCK_N, warps, stages, load_t = blocks or LAYER_GRAD_BLOCKS
     BLOCK_N = min(BLOCK_N, triton.next_power_of_2(K))
     col_blocks = triton.cdiv(K, BLOCK_N)
     sms = torch.cuda.get_device_properties(g.device).multi_processor_count if g.is_cuda else 4
@@ -211,7 +216,7 @@ def _launch_layer_grads(g: torch.Tensor, w: torch.Tensor, x: torch.Tensor, cols:
         u = v = gs = gb
     _layer_grads_kernel[(col_blocks, triton.cdiv(P, rows_per_split))](
         g, w, x, gx if input_grad else g, gb, gw, u, v, gs, P, g.stride(0), rows_per_split, N, K, cols, input_grad,
-        side is not None, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=warps, num_stages=stages)
+        side is not None, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, LOAD_T=bool(load_t), num_warps=warps, num_stages=stages)
     gs = gs if side is not None else None
     return (gx, gb[:cols], gw, gs) if input_grad else (None, None, gw, gs)
 
