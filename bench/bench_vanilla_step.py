@@ -10,13 +10,15 @@ Variants, each timed over --steps steps after a warm-up (ms per step, steps/s):
 * ``packed``: the networks run only at samples in occupied cells of the occupancy grid
   (what `minerf train` runs after the grid's first update, :mod:`minerf_cli.nerf.packing`);
 * ``+graph``: the step's forward and backward replayed as a CUDA graph
-  (:mod:`minerf_cli.step_runner`, what `minerf train` does on CUDA);
-* ``-unlinked``: the fused layers without :class:`minerf_cli.nerf.fused_mlp.ReluLink` (each
-  layer masks its own ReLU gradient in a pass of its own, as before the links).
+  (:mod:`minerf_cli.step_runner`, what `minerf train` does on CUDA).
   The grid here is a head-sized ellipsoid (the ICT neutral mesh's bounds) inside the
   field's box, dilated by one cell like a trained grid; the rays cover the image of the
   box from 60 cm, as the trainer draws them. The share of samples kept is reported (the
   real share depends on the person and is reported by `bench_speed.py` runs).
+
+A ``-unlinked`` suffix runs the fused layers without :class:`minerf_cli.nerf.fused_mlp.ReluLink`
+(each layer masks its own ReLU gradient in a pass of its own, as before the links);
+``--blocks`` sets ``fused_mlp.LAYER_GRAD_BLOCKS`` (see bench/bench_fused_mlp.py).
 
 --profile writes OUT/profile_VARIANT.txt: the CUDA kernels by total time.
 Writes OUT/vanilla_step.json and prints it.

@@ -23,14 +23,13 @@ for mode in $MODES; do
         -q train --ids "$STORE" -o "$run" --field "$field" --steps "$STEPS" --smooth-after 0 --val-every 100000 \
         --checkpoint-every 100000 --test-frames 2 --force $extra $flags > "$run.json"
     python3 - "$run" "$mode" <<'PY'
-import csv, json, sys
+import csv, json, os, sys
 run, mode = sys.argv[1], sys.argv[2]
 rows = [r for r in csv.DictReader(open(f"{run}/metrics.csv")) if r["train_s"]]
 a = next(r for r in rows if int(r["step"]) >= 300)
 b = rows[-1]
 rate = (int(b["step"]) - int(a["step"])) / (float(b["train_s"]) - float(a["train_s"]))
 s = json.load(open(f"{run}.json"))
-import os
 print(json.dumps({"mode": mode, "hidden_t": os.environ.get("HIDDEN_T"), "steps_per_s_after_300": round(rate, 1), "steps_per_s": s.get("steps_per_s"),
                   "packed_share": s.get("packed_share"), "cuda_graphs": s.get("cuda_graphs"),
                   "graph_captures": s.get("graph_captures"), "mean_test_psnr": s.get("mean_test_psnr")}))
