@@ -13,9 +13,10 @@ trunk layers, the skip layer's 320-column input, the 128-wide colour layers):
 
 Measured on an H100 (2026-12-06): unlinked 0.50 / 0.56 / 0.27 ms, dual 64/64/8/3 0.33 / 0.41 /
 0.13 ms for the three shapes; a two-kernel variant (masked input gradient, then cuBLAS for
-the weight gradient) took 0.46 / 0.61 / 0.20 and was dropped. Writes OUT/fused_mlp.json (ms per call, with the
-largest error against float32 PyTorch: absolute for the input gradient, relative for the
-weight gradient) and prints it.
+the weight gradient) took 0.46 / 0.61 / 0.20 and was dropped.
+
+Writes OUT/fused_mlp.json (ms per call, with the largest error against float32 PyTorch:
+absolute for the input gradient, relative for the weight gradient) and prints it.
 """
 
 from __future__ import annotations

@@ -264,11 +264,9 @@ class _LinearReLU(torch.autograd.Function):
         if head_weight is not None:
             v = F.pad(head_weight[0].to(_acc(x)), (0, x.shape[1] - head_weight.shape[1]))
             side = (g_head[:, 0], v)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             gx, gb_after, gw, gs = layer_grads(gp, w, x, cols, ctx.needs_input_grad[0], side)
-            gw = gw[:, :ctx.k]
-        elif ctx.needs_input_grad[0]:  # (a frozen weight)
-            gx, gb_after, _, gs = layer_grads(gp, w, x, cols, True, side)
+            gw = gw[:, :ctx.k] if ctx.needs_input_grad[1] else None
         if after is not None and gx is not None:
             after.bias_grad = gb_after
         head_grads = (None, None)
