@@ -9,7 +9,9 @@ import torch.nn.functional as F
 
 from minerf_cli.nerf import fused_mlp
 from minerf_cli.nerf.field import VanillaDynamicField
-from minerf_cli.nerf.fused_mlp import ReluLink, layer_grads, linear_relu, padded_width, relu_bias_grad
+from minerf_cli.nerf.fused_inputs import concat_rows, encode_points
+from minerf_cli.nerf.encoding import positional_encoding
+from minerf_cli.nerf.fused_mlp import ReluLink, layer_grads, linear, linear_relu, padded_width, relu_bias_grad
 
 cuda = pytest.mark.skipif(not (torch.cuda.is_available() and fused_mlp.triton is not None), reason="needs CUDA and Triton")
 
@@ -64,6 +66,72 @@ def test_layer_grads_masks_the_relu_columns_sums_them_and_gives_the_weight_gradi
     gx, gb, _, gs = layer_grads(g, w, x, cols=2, side=(u, v))  # g @ w + u v^T = [[2, 3, 4], [2, -2, 5]]
     assert gx.tolist() == [[0.0, 3.0, 4.0], [2.0, 0.0, 5.0]] and gb.tolist() == [2.0, 3.0]
     assert gs.tolist() == [-2.0, 5.0, 0.0]  # u^T x
+
+
+def test_layer_grads_leaves_out_the_input_gradient_columns_nobody_wants():
+    g = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    w = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]])
+    x = torch.tensor([[0.0, 5.0, 0.0], [2.0, 0.0, 0.0]])
+    gx, gb, gw, _ = layer_grads(g, w, x, cols=2, gx_cols=2)  # column 2 (a tail without gradient) left out
+    assert gx.tolist() == [[0.0, 2.0], [3.0, 0.0]] and gb.tolist() == [3.0, 2.0]
+    assert gw.tolist() == [[6.0, 5.0, 0.0], [-2.0, 10.0, 0.0]]  # the weight gradient keeps every column
+    with pytest.raises(ValueError, match="gx_cols"):
+        layer_grads(g, w, x, cols=2, gx_cols=1)
+
+
+def test_concat_rows_repeats_each_tail_row_over_its_rows():
+    x = torch.arange(8.0).reshape(4, 2)
+    tail = torch.tensor([[10.0], [20.0]])
+    assert concat_rows(x, tail, 2).tolist() == [[0, 1, 10], [2, 3, 10], [4, 5, 20], [6, 7, 20]]
+    with pytest.raises(ValueError, match="tail rows"):
+        concat_rows(x, tail, 3)
+
+
+def test_encode_points_is_the_padded_positional_encoding():
+    x = torch.tensor([[0.5, -1.0, 0.25]], dtype=torch.float64)
+    out = encode_points(x, 2, 16, torch.float64)
+    assert out.shape == (1, 16) and out[0, 15] == 0
+    # NeRF's layout: x, then sin and cos of 2^k x per frequency, each block 3 wide
+    assert out[0, :3].tolist() == [0.5, -1.0, 0.25]
+    torch.testing.assert_close(out[0, 3:6], torch.sin(x[0]))
+    torch.testing.assert_close(out[0, 12:15], torch.cos(2 * x[0]))
+    with pytest.raises(ValueError, match="width"):
+        encode_points(x, 2, 14, torch.float64)
+
+
+@pytest.mark.parametrize("tail_grad", [True, False])
+def test_a_tail_shared_by_rows_gives_the_gradients_of_the_concatenation(tail_grad):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(12, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    tail = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=tail_grad)  # one row per 3 rows of x
+    w = torch.randn(6, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(12, 6, generator=g, dtype=torch.float64)
+    wanted = [x, w, b] + ([tail] if tail_grad else [])
+    got = torch.autograd.grad((linear_relu(x, w, b, tail=tail, tail_div=3) * upstream).sum(), wanted)
+    ref = torch.relu(F.linear(torch.cat([x, tail.repeat_interleave(3, 0)], 1), w, b))
+    assert (ref > 0).any() and (ref == 0).any()
+    for a, r in zip(got, torch.autograd.grad((ref * upstream).sum(), wanted)):
+        torch.testing.assert_close(a, r)
+    with pytest.raises(ValueError, match="tail"):
+        linear_relu(x, w, b, tail=tail, tail_div=2)
+
+
+def test_a_linked_output_head_gives_the_plain_gradients():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(20, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    params = [torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True) for s in [(6, 4), (6,), (3, 6), (3,)]]
+    upstream = torch.randn(20, 3, generator=g, dtype=torch.float64)
+    link = ReluLink(6)
+    out = linear(linear_relu(x, params[0], params[1], link=link), params[2], params[3], after=link)
+    ref = F.linear(torch.relu(F.linear(x, params[0], params[1])), params[2], params[3])
+    torch.testing.assert_close(out, ref)
+    for a, r in zip(torch.autograd.grad((out * upstream).sum(), [x, *params]),
+                    torch.autograd.grad((ref * upstream).sum(), [x, *params])):
+        torch.testing.assert_close(a, r)
+    assert link.bias_grad is None  # the layer took the head's sums
+    with pytest.raises(ValueError, match="linear"):
+        linear(x, params[2], params[3])
 
 
 @pytest.mark.parametrize("skip", [False, True])  # True: the link passes through a concatenation
@@ -206,3 +274,29 @@ def test_the_field_under_bf16_autocast_runs_the_fused_layers_and_learns():
     torch.testing.assert_close(d, d_ref, atol=0.05 * float(d_ref.abs().max()), rtol=0.1)
     rgb.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in field.trunk.parameters())
+
+
+@cuda
+def test_the_triton_input_kernels_match_pytorch():
+    x = torch.rand(1000, 3, device="cuda") * 2.4 - 1.2
+    out = encode_points(x, 10, 64, torch.bfloat16)
+    ref = F.pad(positional_encoding(x, 10), (0, 1))
+    assert out.dtype == torch.bfloat16 and out.shape == (1000, 64)
+    torch.testing.assert_close(out.float(), ref, rtol=8e-3, atol=1e-5)
+    h = torch.randn(1000, 300, device="cuda", dtype=torch.bfloat16)[:, :256]
+    tail = torch.randn(125, 32, device="cuda", dtype=torch.bfloat16)
+    assert torch.equal(concat_rows(h, tail, 8), torch.cat([h, tail.repeat_interleave(8, 0)], 1))
+
+
+@cuda
+def test_the_triton_layer_gradient_kernel_leaves_out_unwanted_columns_and_takes_16_outputs():
+    P, N, K = 700, 16, 320
+    g = torch.randn(P, N, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16) / 4
+    x = torch.relu(torch.randn(P, K, device="cuda", dtype=torch.bfloat16))
+    gx, gb, gw, _ = fused_mlp._launch_layer_grads(g, w, x, 256, True, gx_cols=256)
+    ref = g.float() @ w.float()[:, :256]
+    ref *= x[:, :256] > 0
+    assert gx.shape == (P, 256)
+    torch.testing.assert_close(gx.float(), ref, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gw, g.float().t() @ x.float(), rtol=1e-3, atol=1e-2)

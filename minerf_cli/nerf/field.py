@@ -153,11 +153,15 @@ class VanillaDynamicField(Field):
         """``forward`` through :func:`.fused_mlp.linear_relu` in ``dtype`` (what mixed
         precision on CUDA runs): every ReLU layer's bias and ReLU in its matmul, the
         inputs of odd width (h0, the skip, the colour branch) padded with zero columns to a
-        multiple of 8, consecutive ReLU layers joined by :class:`.fused_mlp.ReluLink`, the
-        linear feature layer folded into the first colour layer and the density head run
-        beside it (:func:`.fused_mlp.linear_relu_with_head`). Same math as ``forward``;
-        tests compare both (on CPU in float64)."""
-        from .fused_mlp import ReluLink, linear_relu, linear_relu_with_head, padded_width
+        multiple of 8, consecutive layers joined by :class:`.fused_mlp.ReluLink` (the RGB
+        head too), the linear feature layer folded into the first colour layer and the
+        density head run beside it (:func:`.fused_mlp.linear_relu_with_head`), gamma(x)
+        written padded in one pass and the concatenated inputs ([h; gamma(x)] at the skip,
+        [h; gamma(d)] with gamma(d) per ray) by the layers that read them
+        (:mod:`.fused_inputs`). Same math as ``forward``; tests compare both (on CPU in
+        float64)."""
+        from .fused_inputs import encode_points
+        from .fused_mlp import ReluLink, linear, linear_relu, linear_relu_with_head, padded_width
 
         R, S, _ = x.shape
         P = R * S
@@ -165,47 +169,54 @@ class VanillaDynamicField(Field):
         def padded(parts: list[torch.Tensor]) -> torch.Tensor:  # (P, k_i) pieces -> (P, padded width)
             k = sum(p.shape[-1] for p in parts)
             pad = padded_width(k) - k
-            return torch.cat([p.to(dtype) for p in parts] + ([x.new_zeros(P, pad, dtype=dtype)] if pad else []), -1)
+            return torch.cat([p.to(dtype) for p in parts] + ([x.new_zeros(parts[0].shape[0], pad, dtype=dtype)] if pad else []), -1)
 
-        pe = self.pe_x(self.normalize(x)).reshape(P, -1)
+        n_pe = self.pe_x.out_dim
         # codes shared by every sample (one frame per step, the paper's): their part of the
         # input and skip layers is the same for all points, W_code [cond; l], so it joins the
         # bias instead of being copied to every sample (exact; the matmuls get narrower)
         shared = cond.dim() == 1 and latent.dim() == 1
         code = torch.cat([cond, latent]) if shared else None
-        h0 = padded([pe] if shared else [pe, per_sample(cond, R, S).reshape(P, -1), per_sample(latent, R, S).reshape(P, -1)])
-        h, takes_h0, after = h0, True, None
+        pe = encode_points(self.normalize(x).reshape(P, 3), self.pe_x.n_freqs, padded_width(n_pe) if shared else n_pe,
+                           dtype)
+        h0 = pe if shared else padded([pe, per_sample(cond, R, S).reshape(P, -1), per_sample(latent, R, S).reshape(P, -1)])
+        h, tail, after = h0, None, None
         for k, layer in enumerate(self.trunk):
             # each trunk layer's output feeds only the next (ReluLink); the last one's only the
-            # first colour layer, which runs the density head beside it
+            # first colour layer, which runs the density head beside it. A layer after a skip
+            # reads [h; h0] (h0 its input's tail)
             link = ReluLink(layer.out_features)
+            takes_h0 = k == 0 or tail is not None
             if shared and takes_h0:  # input [h_prev; x-encoding; padding], codes from column `start` on
-                start = h.shape[1] - h0.shape[1] + pe.shape[1]
+                start = (0 if tail is None else h.shape[1]) + n_pe
                 W = layer.weight
-                h = linear_relu(h, W[:, :start], layer.bias + F.linear(code.to(W.dtype), W[:, start:]), after, link)
+                h = linear_relu(h, W[:, :start], layer.bias + F.linear(code.to(W.dtype), W[:, start:]), after, link,
+                                tail=tail)
             else:
-                h = linear_relu(h, layer.weight, layer.bias, after, link)
+                h = linear_relu(h, layer.weight, layer.bias, after, link, tail=tail)
             after = link
-            takes_h0 = k in self.skips
-            if takes_h0:
-                h = torch.cat([h, h0], -1)
-        d = self.pe_dir(viewdir)[:, None, :].expand(R, S, self.pe_dir.out_dim).reshape(P, -1)
+            tail = h0 if k in self.skips else None
+        if tail is not None:  # a skip after the last trunk layer: its output is [h; h0]
+            h, after = torch.cat([h, tail], -1), None
+        # gamma(d) once per ray (zero-padded so that the colour layer's input is a multiple of 8)
+        n_d = self.pe_dir.out_dim
+        d = F.pad(self.pe_dir(viewdir), (0, padded_width(h.shape[1] + n_d) - h.shape[1] - n_d)).to(dtype)
         # the feature layer has no activation, so it folds into the first colour layer:
         # W0 [W_f h + b_f; d] + b0 = (W0a W_f) h + W0b d + (W0a b_f + b0), one (P, 256) pass fewer
         first = self.color_layers[0]
         W0a, W0b = first.weight[:, :self.feature.out_features], first.weight[:, self.feature.out_features:]
         W0 = torch.cat([W0a @ self.feature.weight, W0b], 1)
         b0 = first.bias + W0a @ self.feature.bias
-        link = ReluLink(first.out_features) if len(self.color_layers) > 1 else None
-        c, raw = linear_relu_with_head(padded([h, d]), W0, b0, self.density_head.weight, self.density_head.bias,
-                                       after, link)
+        link = ReluLink(first.out_features)
+        c, raw = linear_relu_with_head(h, W0, b0, self.density_head.weight, self.density_head.bias, after, link,
+                                       tail=d, tail_div=S)
         after = link
-        for k, layer in enumerate(self.color_layers[1:], 1):
-            link = ReluLink(layer.out_features) if k + 1 < len(self.color_layers) else None
+        for layer in self.color_layers[1:]:
+            link = ReluLink(layer.out_features)
             c = linear_relu(c, layer.weight, layer.bias, after, link)
             after = link
         out = torch.promote_types(dtype, torch.float32)  # density and colour in float32 (float64 stays)
         raw = raw[:, 0].to(out)
         density = torch.relu(raw) if self.density_activation == "relu" else F.softplus(raw - 1.0)
-        rgb = torch.sigmoid(F.linear(c, self.rgb_head.weight.to(dtype), self.rgb_head.bias.to(dtype)).to(out))
+        rgb = torch.sigmoid(linear(c, self.rgb_head.weight, self.rgb_head.bias, after).to(out))
         return density.reshape(R, S), rgb.reshape(R, S, 3)
