@@ -32,6 +32,7 @@ from .clips import Clip
 from .devices import autocast
 from .errors import MinerfError
 from .nerf.model import MINeRF
+from .nerf.occupancy import to_device
 from .nerf.packing import PackBudget
 from .nerf.rays import head_rays, sample_box_pixels
 from .nerf.render import distortion_loss, mask_loss, minerf_loss
@@ -183,8 +184,7 @@ class Batch:
 def upload(values: np.ndarray, device: torch.device) -> torch.Tensor:
     """Integers (n,) -> int64 tensor on ``device``, without a sync: a copy from pinned memory
     does not wait for the GPU (a plain one waits for the previous step to finish)."""
-    t = torch.from_numpy(np.asarray(values, dtype=np.int64))
-    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+    return to_device(torch.from_numpy(np.asarray(values, dtype=np.int64)), device)
 
 
 def draw_batch(model: MINeRF, sources: list[tuple[int, Clip]], weights: np.ndarray, cfg: TrainConfig,
@@ -314,7 +314,7 @@ class GridUpdater:
         grid = self.model.occupancy
         gen = torch.Generator().manual_seed(self.cfg.seed * 1000003 + step)
         n = grid.resolution ** 3
-        pick = torch.randint(len(self.videos), (n,), generator=gen).to(self.videos.device)
+        pick = to_device(torch.randint(len(self.videos), (n,), generator=gen), self.videos.device)
         with autocast(self.device, self.precision):
             cond = self.model.condition(self.expressions[pick], self.videos[pick])
             latent = self.model.latent(self.videos[pick], self.frames[pick], check=False)

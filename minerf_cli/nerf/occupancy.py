@@ -44,6 +44,14 @@ def dilate(mask: torch.Tensor) -> torch.Tensor:
     return F.max_pool3d(m, kernel_size=3, stride=1, padding=1)[0, 0] > 0
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without a host sync on CUDA (through pinned memory: a copy
+    from pageable memory waits for the GPU to finish its queue)."""
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 class OccupancyGrid(nn.Module):
     """Binary occupancy of the head box (module docstring).
 
@@ -122,7 +130,7 @@ class OccupancyGrid(nn.Module):
         dev = self.density.device
         r = torch.arange(G, device=dev, dtype=torch.float32)
         ijk = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
-        jitter = torch.rand(ijk.shape, generator=generator, device="cpu").to(dev)
+        jitter = to_device(torch.rand(ijk.shape, generator=generator, device="cpu"), dev)
         return self.box_min + (ijk + jitter) * self.cell
 
     @torch.no_grad()
