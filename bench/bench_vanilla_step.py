@@ -151,8 +151,7 @@ def main(argv=None) -> int:
     p.add_argument("--blocks", help="fused_mlp.LAYER_GRAD_BLOCKS to use, e.g. 64,64,8,3,0 (bench_fused_mlp.py's names)")
     args = p.parse_args(argv)
     if args.blocks:
-        fused_mlp.LAYER_GRAD_BLOCKS = tuple(int(v) for v in args.blocks.replace("True", "1").replace("False", "0")
-                                            .replace("/", ",").split(","))
+        fused_mlp.LAYER_GRAD_BLOCKS = fused_mlp.parse_blocks(args.blocks)
     from minerf_cli.devices import resolve_device
 
     dev = resolve_device(args.device)

@@ -21,6 +21,11 @@ python3 bench/bench_vanilla_step.py --out "$OUT/new" --variants paper+graph --pr
 python3 bench/bench_vanilla_step.py --out "$OUT/best" --variants paper+graph --blocks "$BLOCKS" 2>/dev/null | tail -1
 STORE=$STORE STEPS=$STEPS MODES=vanilla: OUT=$OUT bash bench/gpu_step_modes.sh 2>&1 | grep -v "^minerf " | tail -2
 cp /tmp/minerf-modes/vanilla/metrics.csv "$OUT/vanilla_metrics.csv" 2>/dev/null || true
+if [ "$BLOCKS" != "64/64/8/3/False" ]; then  # the per-layer winner in training too
+    echo "training with MINERF_LAYER_GRAD_BLOCKS=$BLOCKS"
+    MINERF_LAYER_GRAD_BLOCKS=$BLOCKS STORE=$STORE STEPS=$STEPS MODES=vanilla: OUT=$OUT bash bench/gpu_step_modes.sh 2>&1 \
+        | grep -v "^minerf " | tail -1
+fi
 python3 bench/profile_train.py --out "$OUT" --from-step 300 --steps 48 -- train --ids "$STORE" -o /tmp/minerf-prof \
     --field vanilla --steps 400 --smooth-after 0 --val-every 100000 --checkpoint-every 100000 --test-frames 1 --force \
     2>/dev/null | tail -1

@@ -41,6 +41,13 @@ def test_linear_relu_matches_relu_of_linear_in_value_and_gradient(pad):
     assert gw.shape == w.shape and gb.dtype == b.dtype
 
 
+def test_layer_gradient_blocks_parse_as_best_blocks_prints_them():
+    assert fused_mlp.parse_blocks("64/32/4/3/True") == (64, 32, 4, 3, True)
+    assert fused_mlp.parse_blocks("128,32,8,3,0") == (128, 32, 8, 3, False)
+    with pytest.raises(ValueError, match="BLOCK_M"):
+        fused_mlp.parse_blocks("64/64/8")
+
+
 def test_linear_relu_refuses_an_input_narrower_than_the_weight():
     with pytest.raises(ValueError, match="linear_relu"):
         linear_relu(torch.zeros(3, 4), torch.zeros(2, 5), torch.zeros(2))

@@ -36,6 +36,7 @@ rows, K inputs (padded: Kp), N outputs.
 
 from __future__ import annotations
 
+import os
 import sys
 from types import SimpleNamespace
 
@@ -54,7 +55,26 @@ except Exception:  # noqa: BLE001 - no Triton: the PyTorch backward
 
 verified = False  # the backward kernel has run in this process (a later failure is a real error)
 _layer_grads = SimpleNamespace(verified=False)  # the same for the layer-gradient kernel
-LAYER_GRAD_BLOCKS = (64, 64, 8, 3, False)  # BLOCK_M, BLOCK_N, warps, stages, LOAD_T (fastest on an H100, bench_fused_mlp.py)
+
+
+def parse_blocks(text: str) -> tuple[int, int, int, int, bool]:
+    """'64/64/8/3/True' or '64,64,8,3,1' -> a :data:`LAYER_GRAD_BLOCKS` tuple (BLOCK_M, BLOCK_N,
+    warps, stages, LOAD_T), as bench/best_blocks.py prints it."""
+    parts = text.replace("/", ",").split(",")
+    flags = {"true": True, "1": True, "false": False, "0": False}
+    if len(parts) != 5 or parts[4].strip().lower() not in flags:
+        raise ValueError(f"layer-gradient blocks must be BLOCK_M/BLOCK_N/warps/stages/LOAD_T, got {text!r}")
+    return (*(int(v) for v in parts[:4]), flags[parts[4].strip().lower()])
+
+
+# BLOCK_M, BLOCK_N, warps, stages, LOAD_T (fastest on an H100, bench_fused_mlp.py); MINERF_LAYER_GRAD_BLOCKS
+# sets others (another GPU's best, e.g. 64/32/4/3/True)
+LAYER_GRAD_BLOCKS = (64, 64, 8, 3, False)
+if os.environ.get("MINERF_LAYER_GRAD_BLOCKS"):
+    try:
+        LAYER_GRAD_BLOCKS = parse_blocks(os.environ["MINERF_LAYER_GRAD_BLOCKS"])
+    except ValueError as exc:
+        print(f"minerf: MINERF_LAYER_GRAD_BLOCKS ignored: {exc}", file=sys.stderr)
 
 
 def padded_width(k: int, multiple: int = 8) -> int:
