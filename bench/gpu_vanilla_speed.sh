@@ -3,7 +3,7 @@
 # per-layer backward configurations, the step alone (this checkout and, when OLD is a
 # directory holding an older minerf_cli, that one on the same card), real training steps/s
 # and PSNR (gpu_step_modes.sh), and a profile of the training loop (profile_train.py).
-# Usage: OUT=DIR [OLD=.old] [STEPS=1500] [STORE=...] bash bench/gpu_vanilla_speed.sh
+# Usage: OUT=DIR [OLD=.old] [STEPS=1500] [RUNS=1] [BLOCK_SWEEP=1] [STORE=...] bash bench/gpu_vanilla_speed.sh
 set -euo pipefail
 OUT=${OUT:-gpu_out}
 STORE=${STORE:-.gpudata/r4/styletalk_KristiNoem_av.h5}
@@ -11,15 +11,21 @@ STEPS=${STEPS:-1500}
 mkdir -p "$OUT"
 bash scripts/gpu_setup.sh
 python3 -m pytest -q -p no:cacheprovider tests/test_fused_mlp.py tests/test_packing.py tests/test_step_runner.py 2>&1 | tail -3
-python3 bench/bench_fused_mlp.py --out "$OUT" > /dev/null
-BLOCKS=$(python3 bench/best_blocks.py "$OUT/fused_mlp.json")
-echo "best blocks: $BLOCKS"
+BLOCKS=64/64/8/3/False
+if [ "${BLOCK_SWEEP:-1}" = 1 ]; then
+    python3 bench/bench_fused_mlp.py --out "$OUT" > /dev/null
+    BLOCKS=$(python3 bench/best_blocks.py "$OUT/fused_mlp.json")
+    echo "best blocks: $BLOCKS"
+fi
 if [ -n "${OLD:-}" ] && [ -d "$OLD/minerf_cli" ]; then
     PYTHONPATH="$OLD" python3 bench/bench_vanilla_step.py --out "$OUT/old" --variants paper+graph 2>/dev/null | tail -1
 fi
 python3 bench/bench_vanilla_step.py --out "$OUT/new" --variants paper+graph --profile 2>/dev/null | tail -1
-python3 bench/bench_vanilla_step.py --out "$OUT/best" --variants paper+graph --blocks "$BLOCKS" 2>/dev/null | tail -1
-STORE=$STORE STEPS=$STEPS MODES=vanilla: OUT=$OUT bash bench/gpu_step_modes.sh 2>&1 | grep -v "^minerf " | tail -2
+[ "$BLOCKS" != "64/64/8/3/False" ] && python3 bench/bench_vanilla_step.py --out "$OUT/best" --variants paper+graph \
+    --blocks "$BLOCKS" 2>/dev/null | tail -1
+for _ in $(seq "${RUNS:-1}"); do  # training runs of the same command (the spread between runs)
+    STORE=$STORE STEPS=$STEPS MODES=vanilla: OUT=$OUT bash bench/gpu_step_modes.sh 2>&1 | grep -v "^minerf " | tail -1
+done
 cp /tmp/minerf-modes/vanilla/metrics.csv "$OUT/vanilla_metrics.csv" 2>/dev/null || true
 if [ "$BLOCKS" != "64/64/8/3/False" ]; then  # the per-layer winner in training too
     echo "training with MINERF_LAYER_GRAD_BLOCKS=$BLOCKS"

@@ -285,7 +285,9 @@ class _LinearReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, after, link, head_weight, head_bias, tail, tail_div):
         k = weight.shape[1]
-        xin = x if tail is None else concat_rows(x, tail.to(x.dtype), tail_div)
+        xin, head = x, None
+        if tail is not None:  # [x; tail] in one pass (and the head on x in the same one)
+            xin, head = concat_rows(x, tail, tail_div, None if head_weight is None else (head_weight, head_bias))
         w = weight.to(x.dtype)
         if xin.shape[1] != k:  # zero columns for the caller's padding
             w = F.pad(w, (0, xin.shape[1] - k))
@@ -295,7 +297,8 @@ class _LinearReLU(torch.autograd.Function):
         ctx.tail_div, ctx.tail_dtype = tail_div, None if tail is None else tail.dtype
         if head_weight is None:
             return y
-        head = F.linear(xin[:, :head_weight.shape[1]], head_weight.to(x.dtype), head_bias.to(x.dtype))
+        if head is None:
+            head = F.linear(xin[:, :head_weight.shape[1]], head_weight.to(x.dtype), head_bias.to(x.dtype))
         return y, head
 
     @staticmethod
