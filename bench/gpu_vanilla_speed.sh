@@ -21,8 +21,9 @@ if [ -n "${OLD:-}" ] && [ -d "$OLD/minerf_cli" ]; then
     PYTHONPATH="$OLD" python3 bench/bench_vanilla_step.py --out "$OUT/old" --variants paper+graph 2>/dev/null | tail -1
 fi
 python3 bench/bench_vanilla_step.py --out "$OUT/new" --variants paper+graph --profile 2>/dev/null | tail -1
-[ "$BLOCKS" != "64/64/8/3/False" ] && python3 bench/bench_vanilla_step.py --out "$OUT/best" --variants paper+graph \
-    --blocks "$BLOCKS" 2>/dev/null | tail -1
+if [ "$BLOCKS" != "64/64/8/3/False" ]; then
+    python3 bench/bench_vanilla_step.py --out "$OUT/best" --variants paper+graph --blocks "$BLOCKS" 2>/dev/null | tail -1
+fi
 for _ in $(seq "${RUNS:-1}"); do  # training runs of the same command (the spread between runs)
     STORE=$STORE STEPS=$STEPS MODES=vanilla: OUT=$OUT bash bench/gpu_step_modes.sh 2>&1 | grep -v "^minerf " | tail -1
 done
