@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The vanilla field's speed checks of issue 5 in one GPU call: the CUDA kernel tests, the
-# per-layer backward configurations, the step alone (this checkout and, when OLD is a
-# directory holding an older minerf_cli, that one on the same card), real training steps/s
+# per-layer backward configurations, the step alone (this checkout and, for each directory in
+# OLD holding an older minerf_cli, that one on the same card), real training steps/s
 # and PSNR (gpu_step_modes.sh), and a profile of the training loop (profile_train.py).
 # Usage: OUT=DIR [OLD=.old] [STEPS=1500] [RUNS=1] [BLOCK_SWEEP=1] [STORE=...] bash bench/gpu_vanilla_speed.sh
 set -euo pipefail
@@ -17,9 +17,13 @@ if [ "${BLOCK_SWEEP:-1}" = 1 ]; then
     BLOCKS=$(python3 bench/best_blocks.py "$OUT/fused_mlp.json")
     echo "best blocks: $BLOCKS"
 fi
-if [ -n "${OLD:-}" ] && [ -d "$OLD/minerf_cli" ]; then
-    PYTHONPATH="$OLD" python3 bench/bench_vanilla_step.py --out "$OUT/old" --variants paper+graph 2>/dev/null | tail -1
-fi
+for old in ${OLD:-}; do  # older checkouts' minerf_cli (git archive COMMIT minerf_cli | tar -x -C DIR)
+    if [ -d "$old/minerf_cli" ]; then
+        echo "step of $old:"
+        PYTHONPATH="$old" python3 bench/bench_vanilla_step.py --out "$OUT/old_${old//[^a-zA-Z0-9]/}" --variants paper+graph \
+            2>/dev/null | tail -1
+    fi
+done
 python3 bench/bench_vanilla_step.py --out "$OUT/new" --variants paper+graph --profile 2>/dev/null | tail -1
 if [ "$BLOCKS" != "64/64/8/3/False" ]; then
     python3 bench/bench_vanilla_step.py --out "$OUT/best" --variants paper+graph --blocks "$BLOCKS" 2>/dev/null | tail -1
