@@ -3,7 +3,7 @@
 # per-layer backward configurations, the step alone (this checkout and, for each directory in
 # OLD holding an older minerf_cli, that one on the same card), real training steps/s
 # and PSNR (gpu_step_modes.sh), and a profile of the training loop (profile_train.py).
-# Usage: OUT=DIR [OLD=.old] [STEPS=1500] [RUNS=1] [BLOCK_SWEEP=1] [STORE=...] bash bench/gpu_vanilla_speed.sh
+# Usage: OUT=DIR [OLD="DIR ..."] [STEPS=1500] [RUNS=1] [BLOCK_SWEEP=1] [PROFILE=1] [STORE=...] bash bench/gpu_vanilla_speed.sh
 set -euo pipefail
 OUT=${OUT:-gpu_out}
 STORE=${STORE:-.gpudata/r4/styletalk_KristiNoem_av.h5}
@@ -37,6 +37,7 @@ if [ "$BLOCKS" != "64/64/8/3/False" ]; then  # the per-layer winner in training 
     MINERF_LAYER_GRAD_BLOCKS=$BLOCKS STORE=$STORE STEPS=$STEPS MODES=vanilla: OUT=$OUT bash bench/gpu_step_modes.sh 2>&1 \
         | grep -v "^minerf " | tail -1
 fi
+[ "${PROFILE:-1}" = 1 ] || exit 0
 python3 bench/profile_train.py --out "$OUT" --from-step 300 --steps 48 -- train --ids "$STORE" -o /tmp/minerf-prof \
     --field vanilla --steps 400 --smooth-after 0 --val-every 100000 --checkpoint-every 100000 --test-frames 1 --force \
     2>/dev/null | tail -1
