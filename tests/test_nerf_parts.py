@@ -283,16 +283,6 @@ def test_importance_samples_union_and_samplers():
         samplers.PDFSampler().sample(near, far)
 
 
-def test_merge_sorted_is_the_sort_of_the_concatenation_ties_included():
-    a = torch.tensor([[0.0, 1.0, 1.0, 3.0], [2.0, 2.0, 2.0, 2.0]])
-    b = torch.tensor([[1.0, 2.0], [2.0, 5.0]])
-    assert samplers.merge_sorted(a, b).tolist() == [[0.0, 1.0, 1.0, 1.0, 2.0, 3.0], [2.0, 2.0, 2.0, 2.0, 2.0, 5.0]]
-    g = gen(4)
-    a = torch.rand(50, 64, generator=g).sort(-1).values
-    b = torch.rand(50, 128, generator=g).sort(-1).values
-    assert torch.equal(samplers.merge_sorted(a, b), torch.sort(torch.cat([a, b], -1), -1).values)
-
-
 # ---------------------------------------------------------------- rays
 
 

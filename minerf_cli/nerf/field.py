@@ -161,7 +161,7 @@ class VanillaDynamicField(Field):
         (:mod:`.fused_inputs`). Same math as ``forward``; tests compare both (on CPU in
         float64)."""
         from .fused_inputs import encode_points
-        from .fused_mlp import ReluLink, cast_params, linear, linear_relu, linear_relu_with_head, padded_width
+        from .fused_mlp import ReluLink, linear, linear_relu, linear_relu_with_head, padded_width
 
         R, S, _ = x.shape
         P = R * S
@@ -177,25 +177,6 @@ class VanillaDynamicField(Field):
         # bias instead of being copied to every sample (exact; the matmuls get narrower)
         shared = cond.dim() == 1 and latent.dim() == 1
         code = torch.cat([cond, latent]) if shared else None
-        # every layer's (weight, bias) as it runs, then all of them cast to dtype at once
-        params = []
-        for k, layer in enumerate(self.trunk):
-            if shared and (k == 0 or (k - 1) in self.skips):  # input [h_prev; x-encoding; padding], codes from `start` on
-                start = (self.trunk[k - 1].out_features if k else 0) + n_pe
-                W = layer.weight
-                params.append((W[:, :start], layer.bias + F.linear(code.to(W.dtype), W[:, start:])))
-            else:
-                params.append((layer.weight, layer.bias))
-        # the feature layer has no activation, so it folds into the first colour layer:
-        # W0 [W_f h + b_f; d] + b0 = (W0a W_f) h + W0b d + (W0a b_f + b0), one (P, 256) pass fewer
-        first = self.color_layers[0]
-        W0a, W0b = first.weight[:, :self.feature.out_features], first.weight[:, self.feature.out_features:]
-        params.append((torch.cat([W0a @ self.feature.weight, W0b], 1), first.bias + W0a @ self.feature.bias))
-        params += [(layer.weight, layer.bias) for layer in self.color_layers[1:]]
-        params.append((self.rgb_head.weight, self.rgb_head.bias))
-        flat = cast_params([t for pair in params for t in pair], dtype)
-        casts = list(zip(flat[0::2], flat[1::2]))
-
         pe = encode_points(self.normalize(x).reshape(P, 3), self.pe_x.n_freqs, padded_width(n_pe) if shared else n_pe,
                            dtype)
         h0 = pe if shared else padded([pe, per_sample(cond, R, S).reshape(P, -1), per_sample(latent, R, S).reshape(P, -1)])
@@ -205,7 +186,14 @@ class VanillaDynamicField(Field):
             # first colour layer, which runs the density head beside it. A layer after a skip
             # reads [h; h0] (h0 its input's tail)
             link = ReluLink(layer.out_features)
-            h = linear_relu(h, *params[k], after, link, tail=tail, cast=casts[k])
+            takes_h0 = k == 0 or tail is not None
+            if shared and takes_h0:  # input [h_prev; x-encoding; padding], codes from column `start` on
+                start = (0 if tail is None else h.shape[1]) + n_pe
+                W = layer.weight
+                h = linear_relu(h, W[:, :start], layer.bias + F.linear(code.to(W.dtype), W[:, start:]), after, link,
+                                tail=tail)
+            else:
+                h = linear_relu(h, layer.weight, layer.bias, after, link, tail=tail)
             after = link
             tail = h0 if k in self.skips else None
         if tail is not None:  # a skip after the last trunk layer: its output is [h; h0]
@@ -213,17 +201,22 @@ class VanillaDynamicField(Field):
         # gamma(d) once per ray (zero-padded so that the colour layer's input is a multiple of 8)
         n_d = self.pe_dir.out_dim
         d = F.pad(self.pe_dir(viewdir), (0, padded_width(h.shape[1] + n_d) - h.shape[1] - n_d)).to(dtype)
-        c_at = len(self.trunk)
+        # the feature layer has no activation, so it folds into the first colour layer:
+        # W0 [W_f h + b_f; d] + b0 = (W0a W_f) h + W0b d + (W0a b_f + b0), one (P, 256) pass fewer
+        first = self.color_layers[0]
+        W0a, W0b = first.weight[:, :self.feature.out_features], first.weight[:, self.feature.out_features:]
+        W0 = torch.cat([W0a @ self.feature.weight, W0b], 1)
+        b0 = first.bias + W0a @ self.feature.bias
         link = ReluLink(first.out_features)
-        c, raw = linear_relu_with_head(h, *params[c_at], self.density_head.weight, self.density_head.bias, after, link,
-                                       tail=d, tail_div=S, cast=casts[c_at])
+        c, raw = linear_relu_with_head(h, W0, b0, self.density_head.weight, self.density_head.bias, after, link,
+                                       tail=d, tail_div=S)
         after = link
-        for k, layer in enumerate(self.color_layers[1:], c_at + 1):
+        for layer in self.color_layers[1:]:
             link = ReluLink(layer.out_features)
-            c = linear_relu(c, *params[k], after, link, cast=casts[k])
+            c = linear_relu(c, layer.weight, layer.bias, after, link)
             after = link
         out = torch.promote_types(dtype, torch.float32)  # density and colour in float32 (float64 stays)
         raw = raw[:, 0].to(out)
         density = torch.relu(raw) if self.density_activation == "relu" else F.softplus(raw - 1.0)
-        rgb = torch.sigmoid(linear(c, *params[-1], after, cast=casts[-1]).to(out))
+        rgb = torch.sigmoid(linear(c, self.rgb_head.weight, self.rgb_head.bias, after).to(out))
         return density.reshape(R, S), rgb.reshape(R, S, 3)

@@ -12,8 +12,7 @@ slow path; on an H100 the concatenations alone took 1.3 ms of the 10.4 ms vanill
   layer's dtype (one kernel; no gradient with respect to x there);
 * :func:`concat_rows` writes [x; tail] with each tail row shared by ``div`` consecutive rows
   (the view direction's encoding is per ray: div = samples per ray), so the per-sample copy
-  of the ray's encoding is never made; a one-output head on x (the density head) is summed
-  in the same pass instead of a matmul of its own (which read x again).
+  of the ray's encoding is never made.
 
 Both fall back to PyTorch (CPU, no Triton, a gradient wanted, or a first run that fails, which
 turns every fused kernel off as :mod:`.hashgrid_triton` does); the tests compare them.
@@ -61,33 +60,26 @@ if triton is not None:
         x = tl.load(x_ptr + rows[:, None] * 3 + dim[None, :], mask=rmask[:, None], other=0.0).to(tl.float32)
         v = x * tl.exp2(freq.to(tl.float32))[None, :]
         n = tl.floor(v * (1.0 / (HI + LO)) + 0.5)
-        r = (v - n * HI) - n * LO  # in [-pi, pi]
-        s = tl.sin(r + tl.where(part >= 3, 0.25 * (HI + LO), 0.0)[None, :])  # cos(r) = sin(r + pi / 2): one sine
+        r = (v - n * HI) - n * LO
+        s = tl.where((part >= 3)[None, :], tl.cos(r), tl.sin(r))
         val = tl.where((cols < 3)[None, :], x, tl.where(enc[None, :], s, 0.0))
         tl.store(out_ptr + rows[:, None] * WIDTH + cols[None, :], val.to(out_ptr.dtype.element_ty),
                  mask=rmask[:, None] & (cols[None, :] < WIDTH))
 
     @triton.jit
-    def _concat_kernel(x_ptr, t_ptr, out_ptr, hw_ptr, hb_ptr, head_ptr, P, stride_x, div, KX: tl.constexpr,
-                       KT: tl.constexpr, BX: tl.constexpr, BT: tl.constexpr, HEAD: tl.constexpr,
-                       BLOCK_M: tl.constexpr):
-        """out[p] = [x[p]; t[p // div]] for a block of rows; with HEAD also head[p] = x[p] . hw + hb
-        (a one-output linear head on x, float32 sums)."""
+    def _concat_kernel(x_ptr, t_ptr, out_ptr, P, stride_x, div, KX: tl.constexpr, KT: tl.constexpr,
+                       BX: tl.constexpr, BT: tl.constexpr, BLOCK_M: tl.constexpr):
+        """out[p] = [x[p]; t[p // div]] for a block of rows."""
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         rmask = rows[:, None] < P
         cx = tl.arange(0, BX)
         ct = tl.arange(0, BT)
         out_row = rows[:, None] * (KX + KT)
         mx = rmask & (cx[None, :] < KX)
-        xv = tl.load(x_ptr + rows[:, None] * stride_x + cx[None, :], mask=mx)
-        tl.store(out_ptr + out_row + cx[None, :], xv, mask=mx)
+        tl.store(out_ptr + out_row + cx[None, :], tl.load(x_ptr + rows[:, None] * stride_x + cx[None, :], mask=mx), mask=mx)
         mt = rmask & (ct[None, :] < KT)
         tail = tl.load(t_ptr + (rows // div)[:, None] * KT + ct[None, :], mask=mt)
         tl.store(out_ptr + out_row + KX + ct[None, :], tail, mask=mt)
-        if HEAD:
-            hw = tl.load(hw_ptr + cx, mask=cx < KX, other=0.0)
-            head = tl.sum(tl.where(mx, xv, 0.0).to(tl.float32) * hw[None, :], 1) + tl.load(hb_ptr)
-            tl.store(head_ptr + rows, head.to(head_ptr.dtype.element_ty), mask=rows < P)
 
 
 def _kernel_ok(t: torch.Tensor) -> bool:
@@ -121,40 +113,27 @@ def _launch_encode(x: torch.Tensor, n_freqs: int, width: int, dtype: torch.dtype
     return out
 
 
-def concat_rows(x: torch.Tensor, tail: torch.Tensor, div: int = 1,
-                head: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[x; tail repeated]: x (P, Kx), tail (P // div, Kt), each tail row shared by ``div``
-    consecutive rows of x -> ((P, Kx + Kt) contiguous in x's dtype, head output or None).
-    ``head`` (weight (1, H), bias (1,)), H <= Kx: a one-output linear head on x's first H
-    columns, computed in the same pass -> (P, 1) in x's dtype. No autograd (the fused layers
+def concat_rows(x: torch.Tensor, tail: torch.Tensor, div: int = 1) -> torch.Tensor:
+    """[x; tail repeated]: x (P, Kx), tail (P // div, Kt) of x's dtype, each tail row shared by
+    ``div`` consecutive rows of x -> (P, Kx + Kt) contiguous. No autograd (the fused layers
     that call it return the gradients themselves)."""
     P, Q = x.shape[0], tail.shape[0]
     if Q * div != P:
         raise ValueError(f"concat_rows: {P} rows against {Q} tail rows x {div}")
-    if head is not None and (head[0].shape[0] != 1 or head[0].shape[1] > x.shape[1]):
-        raise ValueError(f"concat_rows: a head of one output on <= {x.shape[1]} columns, got {tuple(head[0].shape)}")
     if _kernel_ok(x) and x.stride(1) == 1:
         with hashgrid_triton.on_device(x):
-            out = hashgrid_triton.first_use(_concat, lambda: _launch_concat(x, tail, div, head), hashgrid_triton.disable)
+            out = hashgrid_triton.first_use(_concat, lambda: _launch_concat(x, tail, div), hashgrid_triton.disable)
         if out is not None:
             return out
-    out = torch.cat([x, (tail.repeat_interleave(div, 0) if div > 1 else tail).to(x.dtype)], 1)
-    if head is None:
-        return out, None
-    return out, F.linear(x[:, :head[0].shape[1]], head[0].to(x.dtype), head[1].to(x.dtype))
+    return torch.cat([x, tail.repeat_interleave(div, 0) if div > 1 else tail], 1)
 
 
-def _launch_concat(x: torch.Tensor, tail: torch.Tensor, div: int, head=None, block: int = 32):
+def _launch_concat(x: torch.Tensor, tail: torch.Tensor, div: int, block: int = 32) -> torch.Tensor:
     tail = tail.to(x.dtype).contiguous()
     (P, KX), KT = x.shape, tail.shape[1]
     out = torch.empty(P, KX + KT, device=x.device, dtype=x.dtype)
-    if head is not None:
-        hw = F.pad(head[0][0].float(), (0, KX - head[0].shape[1])).contiguous()
-        hb, raw = head[1].float().contiguous(), torch.empty(P, 1, device=x.device, dtype=x.dtype)
-    else:
-        hw = hb = raw = out
     if P:
-        _concat_kernel[(triton.cdiv(P, block),)](x, tail, out, hw, hb, raw, P, x.stride(0), div, KX=KX, KT=KT,
+        _concat_kernel[(triton.cdiv(P, block),)](x, tail, out, P, x.stride(0), div, KX=KX, KT=KT,
                                                  BX=triton.next_power_of_2(KX), BT=triton.next_power_of_2(KT),
-                                                 HEAD=head is not None, BLOCK_M=block)
-    return out, (raw if head is not None else None)
+                                                 BLOCK_M=block)
+    return out

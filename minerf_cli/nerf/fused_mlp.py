@@ -281,33 +281,21 @@ class ReluLink:
         self.cols, self.bias_grad = int(cols), None
 
 
-def cast_params(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
-    """Copies of ``tensors`` (float parameters, or tensors made from them) in ``dtype``, made
-    in two passes whatever their number (one concatenation, one cast: a cast per layer was
-    ~60 small kernels a step), without autograd (the layers take them as ``cast``)."""
-    with torch.no_grad():
-        flat = torch.cat([t.detach().reshape(-1) for t in tensors]).to(dtype)
-    return [v.view(t.shape) for v, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
-
-
 class _LinearReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, after, link, head_weight, head_bias, tail, tail_div, cast):
+    def forward(ctx, x, weight, bias, after, link, head_weight, head_bias, tail, tail_div):
         k = weight.shape[1]
-        xin, head = x, None
-        if tail is not None:  # [x; tail] in one pass (and the head on x in the same one)
-            xin, head = concat_rows(x, tail, tail_div, None if head_weight is None else (head_weight, head_bias))
-        w, b = cast if cast is not None else (weight.to(x.dtype), bias.to(x.dtype))
+        xin = x if tail is None else concat_rows(x, tail.to(x.dtype), tail_div)
+        w = weight.to(x.dtype)
         if xin.shape[1] != k:  # zero columns for the caller's padding
             w = F.pad(w, (0, xin.shape[1] - k))
-        y = torch._addmm_activation(b, xin, w.t())
+        y = torch._addmm_activation(bias.to(x.dtype), xin, w.t())
         ctx.save_for_backward(xin, w, y, head_weight)
         ctx.k, ctx.kx, ctx.bias_dtype, ctx.after, ctx.link = k, x.shape[1], bias.dtype, after, link
         ctx.tail_div, ctx.tail_dtype = tail_div, None if tail is None else tail.dtype
         if head_weight is None:
             return y
-        if head is None:
-            head = F.linear(xin[:, :head_weight.shape[1]], head_weight.to(x.dtype), head_bias.to(x.dtype))
+        head = F.linear(xin[:, :head_weight.shape[1]], head_weight.to(x.dtype), head_bias.to(x.dtype))
         return y, head
 
     @staticmethod
@@ -346,16 +334,16 @@ class _LinearReLU(torch.autograd.Function):
             head_grads = (gs[None, :head_weight.shape[1]].to(head_weight.dtype) if ctx.needs_input_grad[5] else None,
                           g_head.to(_acc(x)).sum(0).to(head_weight.dtype) if ctx.needs_input_grad[6] else None)
         return (gx, gw, gb.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None, None, None, *head_grads,
-                g_tail, None, None)
+                g_tail, None)
 
 
 class _Linear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, after, cast):
-        w, b = cast if cast is not None else (weight.to(x.dtype), bias.to(x.dtype))
+    def forward(ctx, x, weight, bias, after):
+        w = weight.to(x.dtype)
         ctx.save_for_backward(x, w)
         ctx.after, ctx.bias_dtype = after, bias.dtype
-        return F.linear(x, w, b)
+        return F.linear(x, w, bias.to(x.dtype))
 
     @staticmethod
     def backward(ctx, g):
@@ -370,7 +358,7 @@ class _Linear(torch.autograd.Function):
             if after is not None and gx is not None:
                 after.bias_grad = gb_after
         gb = g.to(_acc(g)).sum(0).to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None, None
+        return gx, gw, gb, None
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, after: ReluLink | None, tail: torch.Tensor | None = None,
@@ -385,8 +373,7 @@ def _check(x: torch.Tensor, weight: torch.Tensor, after: ReluLink | None, tail: 
 
 
 def linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, after: ReluLink | None = None,
-                link: ReluLink | None = None, tail: torch.Tensor | None = None, tail_div: int = 1,
-                cast: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                link: ReluLink | None = None, tail: torch.Tensor | None = None, tail_div: int = 1) -> torch.Tensor:
     """relu(x W^T + b): x (P, Kp) (float16/bfloat16 on CUDA; any float on CPU), weight
     (N, K) with K <= Kp (x's extra columns are zero padding), bias (N,) -> (P, N) in x's dtype.
     Gradients for x, weight (float32 if it is) and bias as ``torch.relu(F.linear(...))``.
@@ -399,18 +386,14 @@ def linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, after
     ``tail`` (P // tail_div, Kt): more input columns after x's, each row shared by
     ``tail_div`` consecutive rows (the layer's input is [x; tail repeated], written in one pass
     by :func:`.fused_inputs.concat_rows`; a skip connection, a per-ray encoding). Without a
-    gradient for the tail its columns' share of the input gradient is not computed.
-
-    ``cast``: weight and bias already in x's dtype (:func:`cast_params`, many layers' at once);
-    the gradients still go to ``weight`` and ``bias``."""
+    gradient for the tail its columns' share of the input gradient is not computed."""
     _check(x, weight, after, tail, tail_div)
-    return _LinearReLU.apply(x, weight, bias, after, link, None, None, tail, tail_div, cast)
+    return _LinearReLU.apply(x, weight, bias, after, link, None, None, tail, tail_div)
 
 
 def linear_relu_with_head(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, head_weight: torch.Tensor,
                           head_bias: torch.Tensor, after: ReluLink | None = None, link: ReluLink | None = None,
-                          tail: torch.Tensor | None = None, tail_div: int = 1,
-                          cast: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                          tail: torch.Tensor | None = None, tail_div: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`linear_relu` and a one-output linear head on the first columns of the same
     input (the vanilla field's density head beside its first colour layer): head_weight
     (1, H), head_bias (1,) -> (relu(x W^T + b) (P, N), x[:, :H] head_weight^T + head_bias
@@ -420,18 +403,16 @@ def linear_relu_with_head(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     if head_weight.shape[0] != 1 or head_weight.shape[1] > x.shape[1]:
         raise ValueError(f"linear_relu_with_head: a head of one output on <= {x.shape[1]} columns, "
                          f"got {tuple(head_weight.shape)}")
-    return _LinearReLU.apply(x, weight, bias, after, link, head_weight, head_bias, tail, tail_div, cast)
+    return _LinearReLU.apply(x, weight, bias, after, link, head_weight, head_bias, tail, tail_div)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, after: ReluLink | None = None,
-           cast: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, after: ReluLink | None = None) -> torch.Tensor:
     """x W^T + b without activation (an output head): x (P, K), weight (H, K), bias (H,) ->
     (P, H) in x's dtype. With ``after`` (the link of the layer that made x) its backward
     masks x's gradient by that layer's ReLU and sums it there, in the same kernel as the
-    weight gradient (:func:`layer_grads`, H padded to 16 outputs with zeros). ``cast`` as in
-    :func:`linear_relu`."""
+    weight gradient (:func:`layer_grads`, H padded to 16 outputs with zeros)."""
     if x.dim() != 2 or x.shape[1] != weight.shape[1]:
         raise ValueError(f"linear: x must be (P, {weight.shape[1]}), got {tuple(x.shape)}")
     if after is not None and after.cols > x.shape[1]:
         raise ValueError(f"linear: a link of {after.cols} columns into an input of {x.shape[1]}")
-    return _Linear.apply(x, weight, bias, after, cast)
+    return _Linear.apply(x, weight, bias, after)

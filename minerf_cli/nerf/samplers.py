@@ -88,21 +88,7 @@ def importance_samples(t_coarse: torch.Tensor, weights: torch.Tensor, n: int, pe
         fine = sample_pdf(mids, weights[:, 1:-1], n, deterministic=not perturb, generator=generator)
         if not include_coarse:
             return fine
-        return merge_sorted(t_coarse, fine)
-
-
-def merge_sorted(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Rows sorted along the last dim: a (R, A), b (R, B) -> (R, A + B) sorted, the same as
-    ``torch.sort(torch.cat([a, b], -1), -1).values`` with two searches and two scatters instead
-    of a sort (each value goes to its index plus the number of the other row's values before it;
-    on ties a's first)."""
-    R, A = a.shape
-    B = b.shape[1]
-    a, b = a.contiguous(), b.contiguous()
-    pos_a = torch.arange(A, device=a.device) + torch.searchsorted(b, a, right=False)
-    pos_b = torch.arange(B, device=a.device) + torch.searchsorted(a, b, right=True)
-    out = torch.empty(R, A + B, dtype=a.dtype, device=a.device)
-    return out.scatter_(1, pos_a, a).scatter_(1, pos_b, b)
+        return torch.sort(torch.cat([t_coarse, fine], -1), -1).values
 
 
 class Sampler(ABC):
