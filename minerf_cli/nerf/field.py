@@ -169,7 +169,7 @@ class VanillaDynamicField(Field):
         def padded(parts: list[torch.Tensor]) -> torch.Tensor:  # (P, k_i) pieces -> (P, padded width)
             k = sum(p.shape[-1] for p in parts)
             pad = padded_width(k) - k
-            return torch.cat([p.to(dtype) for p in parts] + ([x.new_zeros(parts[0].shape[0], pad, dtype=dtype)] if pad else []), -1)
+            return torch.cat([p.to(dtype) for p in parts] + ([x.new_zeros(P, pad, dtype=dtype)] if pad else []), -1)
 
         n_pe = self.pe_x.out_dim
         # codes shared by every sample (one frame per step, the paper's): their part of the
